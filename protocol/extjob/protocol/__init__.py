@@ -1,0 +1,107 @@
+"""The external job protocol core: pure, no I/O (SPEC: ``protocol/SPEC.md``).
+
+Theory of operation, after h11 and wsproto: bytes come in, messages go out;
+objects go in, bytes come out. Nothing here opens a socket, starts a timer or
+reads a clock for a deadline; the reference server, the conformance harness
+and ``extjob validate`` drive these same pieces, so each rule lives in one
+place.
+
+- :class:`LineBuffer` splits a byte stream into NDJSON lines in bounded
+  memory (FRAME-1, FRAME-4, LIMIT-1); :func:`encode` makes a line.
+- :func:`decode` turns a line into a schema-valid :class:`Message` or raises
+  :class:`RemoteProtocolError` with a CTRL-5 code and a SPEC requirement id.
+  The JSON Schemas in ``schema/`` are the single source of truth: nothing
+  here restates a field rule; :func:`problems` explains a bad message.
+- :class:`Attempt` applies the lifecycle table of SPEC 5.1 (in ``_state``)
+  and the replay rules, and says what to do with each message
+  (:class:`Verdict`).
+- :class:`StreamChecker` applies the stream rules of SPEC section 9.
+- The timing rules and defaults of SPEC sections 6 and 12 are functions and
+  constants; the builders :func:`welcome`, :func:`ack`, :func:`cancel` and
+  :func:`error` make server -> worker messages.
+"""
+
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._framing import LineBuffer, OversizedLine, encode
+from ._messages import (
+    SEQUENCED_TYPES,
+    TERMINAL_TYPES,
+    Message,
+    ack,
+    cancel,
+    decode,
+    decode_object,
+    error,
+    parse_line,
+    problems,
+    validate_payload,
+    welcome,
+)
+from ._schemas import SCHEMA_DIR, Problem, message_types
+from ._state import TRANSITIONS, Attempt, AttemptState, Verdict
+from ._stream import StreamChecker
+from ._timing import (
+    DEFAULT_CANCEL_DEADLINE_MS,
+    DEFAULT_HEARTBEAT_TIMEOUT_MS,
+    DEFAULT_KILL_GRACE_MS,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_RETRY_BACKOFF_MS,
+    DEFAULT_RECONNECT_WINDOW_MS,
+    DEFAULT_RETRY_BACKOFF_MS,
+    EXIT_AFTER_TERMINAL_MS,
+    FEATURES,
+    MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+    V1_HEARTBEAT_INTERVAL_MS,
+    heartbeat_interval_ms,
+    reconnect_delays_ms,
+    retry_delay_ms,
+    stale_slack_ms,
+    terminal_ack_timeout_ms,
+)
+
+__all__ = [
+    "DEFAULT_CANCEL_DEADLINE_MS",
+    "DEFAULT_HEARTBEAT_TIMEOUT_MS",
+    "DEFAULT_KILL_GRACE_MS",
+    "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_MAX_RETRY_BACKOFF_MS",
+    "DEFAULT_RECONNECT_WINDOW_MS",
+    "DEFAULT_RETRY_BACKOFF_MS",
+    "EXIT_AFTER_TERMINAL_MS",
+    "FEATURES",
+    "MAX_PAYLOAD_BYTES",
+    "PROTOCOL_VERSION",
+    "SCHEMA_DIR",
+    "SEQUENCED_TYPES",
+    "TERMINAL_TYPES",
+    "TRANSITIONS",
+    "V1_HEARTBEAT_INTERVAL_MS",
+    "Attempt",
+    "AttemptState",
+    "LineBuffer",
+    "LocalProtocolError",
+    "Message",
+    "OversizedLine",
+    "Problem",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "StreamChecker",
+    "Verdict",
+    "ack",
+    "cancel",
+    "decode",
+    "decode_object",
+    "encode",
+    "error",
+    "heartbeat_interval_ms",
+    "message_types",
+    "parse_line",
+    "problems",
+    "reconnect_delays_ms",
+    "retry_delay_ms",
+    "stale_slack_ms",
+    "terminal_ack_timeout_ms",
+    "validate_payload",
+    "welcome",
+]

@@ -1,0 +1,168 @@
+"""Messages: decoding and checking worker lines, building server lines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ._errors import RemoteProtocolError
+from ._schemas import Direction, Problem, explain, fast_validator, message_schema, message_types
+from ._timing import PROTOCOL_VERSION
+
+TERMINAL_TYPES = frozenset({"completed", "failed"})
+#: REPLAY-1: the types that carry ``seq`` when replay is in force.
+SEQUENCED_TYPES = frozenset({"started", "progress", "log", "checkpoint", "completed", "failed"})
+
+
+@dataclass(frozen=True)
+class Message:
+    """One decoded, schema-valid message.
+
+    ``body`` is the whole JSON object as received, unknown fields included
+    (MSG-2), so that nothing is lost when a server stores or forwards it.
+    """
+
+    type: str
+    job_id: str
+    timestamp: int
+    seq: int | None
+    body: Mapping[str, Any]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    @property
+    def is_sequenced(self) -> bool:
+        return self.seq is not None
+
+
+def parse_line(line: bytes) -> Any:
+    """Strict JSON (FRAME-1..3): no NaN, no lone surrogates, valid UTF-8 only."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise RemoteProtocolError("invalid_json", "FRAME-3", f"not valid JSON: {exc}") from exc
+
+
+def _type_of(obj: dict[str, Any], direction: Direction) -> str | None:
+    """The schema to use for ``obj``: its type, or None for a private x- type."""
+    type_ = obj.get("type")
+    if not isinstance(type_, str):
+        field = "type"
+        if "type" not in obj:
+            raise RemoteProtocolError("invalid_message", "MSG-1", "missing", field)
+        raise RemoteProtocolError("invalid_message", "MSG-1", "must be a string", field)
+    if type_ in message_types(direction):
+        return type_
+    if type_.startswith("x-"):
+        return None
+    raise RemoteProtocolError("unknown_type", "MSG-10", f"unknown message type {type_!r}", "type")
+
+
+def _explain(obj: dict[str, Any], direction: Direction, type_: str | None) -> list[Problem]:
+    # A private x- type is explained through the envelope schema that dispatches to it.
+    return explain(
+        obj, message_schema(direction, type_) if type_ else f"{direction}-message.schema.json"
+    )
+
+
+def decode(line: bytes, direction: Direction = "worker") -> Message:
+    """Parse and validate one line; raise :class:`RemoteProtocolError` if bad.
+
+    This is the hot path of the server and of ``extjob validate``: strict
+    JSON parsing by orjson, then the compiled schema of the message's own
+    type. Only a failing line pays for a readable explanation.
+    """
+    obj = parse_line(line)
+    return decode_object(obj, direction)
+
+
+def decode_object(obj: Any, direction: Direction = "worker") -> Message:
+    """Validate an already parsed JSON value as a message."""
+    if type(obj) is not dict:
+        raise RemoteProtocolError("invalid_message", "FRAME-1", "a line must be a JSON object")
+    type_ = _type_of(obj, direction)
+    if not fast_validator(message_schema(direction, type_)).is_valid(obj):
+        problem = next(iter(_explain(obj, direction, type_)), Problem("MSG-1", None, "invalid"))
+        raise RemoteProtocolError(
+            "invalid_message", problem.requirement, problem.message, problem.field
+        )
+    return Message(obj["type"], obj["jobId"], obj["timestamp"], obj.get("seq"), obj)
+
+
+def problems(obj: Any, direction: Direction = "worker") -> list[Problem]:
+    """Everything wrong with one message (empty when it is valid)."""
+    try:
+        decode_object(obj, direction)
+    except RemoteProtocolError as exc:
+        if exc.code == "invalid_message" and exc.field != "type" and type(obj) is dict:
+            return _explain(obj, direction, _type_of(obj, direction))
+        return [Problem(exc.requirement, exc.field, exc.detail)]
+    return []
+
+
+def validate_payload(obj: Any) -> list[Problem]:
+    """Everything wrong with a stdin payload (PAY-2, PAY-3); empty when valid."""
+    if type(obj) is not dict:
+        return [Problem("PAY-6", None, "the payload must be a JSON object")]
+    if fast_validator("payload.schema.json").is_valid(obj):
+        return []
+    return explain(obj, "payload.schema.json")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def welcome(
+    job_id: str, features: list[str], last_seq: int, heartbeat_interval_ms: int
+) -> dict[str, Any]:
+    """CTRL-2: the reply to an accepted hello."""
+    return {
+        "type": "welcome",
+        "jobId": job_id,
+        "timestamp": _now_ms(),
+        "protocolVersion": PROTOCOL_VERSION,
+        "features": list(features),
+        "lastSeq": last_seq,
+        "heartbeatIntervalMs": heartbeat_interval_ms,
+    }
+
+
+def ack(job_id: str, seq: int) -> dict[str, Any]:
+    """CTRL-3: every message up to ``seq`` is durably recorded."""
+    return {"type": "ack", "jobId": job_id, "timestamp": _now_ms(), "seq": seq}
+
+
+def cancel(job_id: str, reason: str, deadline_ms: int) -> dict[str, Any]:
+    """CTRL-4: stop gracefully within ``deadline_ms``."""
+    return {
+        "type": "cancel",
+        "jobId": job_id,
+        "timestamp": _now_ms(),
+        "reason": reason,
+        "deadlineMs": deadline_ms,
+    }
+
+
+def error(
+    job_id: str, code: str, message: str, requirement: str | None = None, seq: int | None = None
+) -> dict[str, Any]:
+    """CTRL-5: why a line was rejected."""
+    body: dict[str, Any] = {
+        "type": "error",
+        "jobId": job_id,
+        "timestamp": _now_ms(),
+        "code": code,
+        "message": message,
+    }
+    if requirement:
+        body["requirement"] = requirement
+    if seq is not None:
+        body["seq"] = seq
+    return body
