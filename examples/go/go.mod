@@ -1,0 +1,7 @@
+module github.com/extjob/extjob/examples/go
+
+go 1.22
+
+require github.com/extjob/extjob/wrappers/go v0.0.0
+
+replace github.com/extjob/extjob/wrappers/go => ../../wrappers/go

@@ -1,0 +1,307 @@
+"""The aiohttp application: routes, bearer auth, JSON errors, request timing."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from extjob.protocol import MAX_PAYLOAD_BYTES
+
+from .. import JobServer
+from . import events, metrics
+from .settings import HttpSettings
+from .validate import RequestError, enqueue_options, query_int, query_status
+
+STATIC = Path(__file__).parent / "static"
+STARTED_AT = web.AppKey("started_at", float)
+SERVER = web.AppKey("server", JobServer)
+HUB = web.AppKey("hub", events.EventHub)
+LATENCY = web.AppKey("latency", metrics.RequestLatency)
+TOKEN = web.AppKey("token", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(server: JobServer, settings: HttpSettings) -> web.Application:
+    """The HTTP API over ``server`` (which the caller starts and stops)."""
+    # LIMIT-2 bounds the job's data; the envelope around it is small.
+    app = web.Application(
+        client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024,
+        middlewares=[_errors, _timing, _auth],
+    )
+    app[SERVER] = server
+    app[HUB] = events.EventHub(settings.event_history)
+    app[LATENCY] = metrics.RequestLatency()
+    app[TOKEN] = settings.token
+    app[STARTED_AT] = time.time()
+    app.on_startup.append(_feed_hub)
+    app.on_shutdown.append(_close_streams)
+    app.add_routes(
+        [
+            web.get("/api/health", health),
+            web.get("/metrics", prometheus),
+            web.post("/api/jobs", enqueue),
+            web.get("/api/jobs", list_jobs),
+            web.get("/api/jobs/{id}", get_job),
+            web.post("/api/jobs/{id}/cancel", cancel),
+            web.get("/api/jobs/{id}/logs", logs),
+            web.get("/api/events", all_events),
+            web.get("/api/jobs/{id}/events", job_events),
+            web.get("/api/definitions", definitions),
+            web.get("/", dashboard),
+            web.static("/static", STATIC, follow_symlinks=False),
+        ]
+    )
+    return app
+
+
+async def _feed_hub(app: web.Application) -> None:
+    hub = app[HUB]
+
+    def forward(event: Any) -> None:
+        hub.publish(event.name, event.job_id, {**event.data, "jobId": event.job_id})
+
+    app[SERVER].events.on("*", forward)
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[HUB].close()
+
+
+# -- middlewares ---------------------------------------------------------------
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is JSON: ``{"error": {"code", "message", "field"?}}``."""
+    try:
+        return await handler(request)
+    except RequestError as e:
+        return _error(e.status, e.code, e.message, e.field)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = e.reason.lower().replace(" ", "_")
+        return _error(e.status, code, e.text or e.reason, headers=e.headers)
+
+
+@web.middleware
+async def _timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    response = await handler(request)
+    if response.headers.get("Content-Type") != "text/event-stream":
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        request.app[LATENCY].observe(
+            request.method, name, response.status, time.perf_counter() - start
+        )
+    return response
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Everything but health needs the token. The dashboard's files hold no
+    # data: the page asks for the token and sends it with each API call.
+    path = request.path
+    if path == "/" or path == "/api/health" or path.startswith("/static/"):
+        return await handler(request)
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    expected = request.app[TOKEN]
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        message = (
+            "missing bearer token: send 'Authorization: Bearer <token>'"
+            if not presented
+            else "wrong bearer token"
+        )
+        raise RequestError(401, "unauthorized", message)
+    return await handler(request)
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Any = None,
+) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    response = web.json_response({"error": body}, status=status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="extjob"'
+    if headers and "Allow" in headers:
+        response.headers["Allow"] = headers["Allow"]
+    return response
+
+
+# -- handlers --------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    uptime_ms = int((time.time() - request.app[STARTED_AT]) * 1000)
+    return web.json_response({"status": "ok", "uptimeMs": uptime_ms})
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    options = enqueue_options(await _json_body(request))
+    try:
+        job_id = await server.enqueue(**options)
+    except KeyError as e:
+        known = ", ".join(sorted(server.config.jobs)) or "none"
+        raise RequestError(
+            422, "unknown_job", f"no job definition named {e.args[0]!r} (defined: {known})", "name"
+        ) from e
+    except ValueError as e:
+        raise RequestError(422, "invalid_options", str(e)) from e
+    job = await server.get(job_id)
+    assert job is not None  # enqueue stored it
+    return web.json_response(job.to_json(), status=201, headers={"Location": f"/api/jobs/{job_id}"})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    status = query_status(request.query)
+    name = request.query.get("name") or None
+    limit = query_int(request.query, "limit", default=100, low=1, high=1000)
+    offset = query_int(request.query, "offset", default=0, low=0)
+    jobs = await request.app[SERVER].list(status=status, name=name, limit=limit, offset=offset)
+    more = len(jobs) == limit
+    return web.json_response(
+        {
+            "jobs": [job.to_json() for job in jobs],
+            "limit": limit,
+            "offset": offset,
+            "nextOffset": offset + limit if more else None,
+        }
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response((await _job(request)).to_json())
+
+
+async def cancel(request: web.Request) -> web.Response:
+    job = await _job(request)
+    if not await request.app[SERVER].cancel(job.id):
+        current = await request.app[SERVER].get(job.id)
+        status = current.status if current is not None else job.status
+        raise RequestError(409, "already_finished", f"job {job.id} is already {status}")
+    updated = await request.app[SERVER].get(job.id)
+    return web.json_response((updated or job).to_json(), status=202)
+
+
+async def logs(request: web.Request) -> web.Response:
+    job = await _job(request)
+    after = query_int(request.query, "after", default=0, low=0)
+    limit = query_int(request.query, "limit", default=1000, low=1, high=10_000)
+    entries = await request.app[SERVER].logs(job.id, after=after, limit=limit)
+    return web.json_response(
+        {
+            "logs": [entry.to_json() for entry in entries],
+            "after": after,
+            "next": entries[-1].index if entries else after,
+        }
+    )
+
+
+async def all_events(request: web.Request) -> web.StreamResponse:
+    return await events.stream(request, request.app[HUB], None, None)
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    job = await _job(request)
+    server = request.app[SERVER]
+
+    async def snapshot() -> dict[str, Any] | None:
+        current = await server.get(job.id)
+        return current.to_json() if current is not None else None
+
+    return await events.stream(request, request.app[HUB], job.id, snapshot)
+
+
+async def definitions(request: web.Request) -> web.Response:
+    # Names and limits only: commands, paths and environments stay on the server.
+    return web.json_response(
+        [
+            {
+                "name": d.name,
+                "maxAttempts": d.max_attempts,
+                "timeoutMs": d.timeout_ms,
+                "heartbeatTimeoutMs": d.heartbeat_timeout_ms,
+                "concurrency": d.concurrency,
+            }
+            for d in sorted(request.app[SERVER].config.jobs.values(), key=lambda d: d.name)
+        ]
+    )
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    hub = request.app[HUB]
+    lines = list(await _job_metrics(server))
+    lines += metrics.metric(
+        "extjob_sse_events_total",
+        "counter",
+        "Events published to SSE streams.",
+        {(): hub.published},
+    )
+    lines += request.app[LATENCY].lines()
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def _job_metrics(server: JobServer) -> list[str]:
+    counts = await server.counts()
+    by_state = {(("name", name), ("state", state)): n for (name, state), n in counts.items()}
+    lines = list(metrics.metric("extjob_jobs", "gauge", "Jobs by state and name.", by_state))
+    for key, help_text in (
+        ("messages_received", "Valid worker messages received."),
+        ("stale", "Times a job went stale (STALE-1)."),
+        ("killed", "Worker process groups terminated (KILL-1)."),
+        ("reconnects", "Worker reconnections after a restart or fault."),
+    ):
+        value = server.metrics.get(key, 0)
+        lines += metrics.metric(f"extjob_{key}_total", "counter", help_text, {(): value})
+    return lines
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def _job(request: web.Request) -> Any:
+    job_id = request.match_info["id"]
+    job = await request.app[SERVER].get(job_id) if len(job_id) <= 256 else None
+    if job is None:
+        raise RequestError(404, "unknown_job", f"no job with id {job_id!r}")
+    return job
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise RequestError(
+            415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)"
+        )
+    raw = await request.read()
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(400, "invalid_json", f"the body is not valid JSON: {e}") from e
+
+
+def _reject_constant(name: str) -> None:
+    # NaN and Infinity are not JSON (RFC 8259) and no worker could decode them.
+    raise ValueError(f"{name} is not a JSON value")

@@ -1,0 +1,74 @@
+"""``extjob serve``: the job server and its HTTP API in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from .. import JobServer, load_config
+from .app import create_app
+from .settings import HttpSettings, SettingsError
+
+log = logging.getLogger("extjob.serve")
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the job server with its HTTP API and dashboard",
+        description=(
+            "Run the job server until SIGTERM or Ctrl-C. On stop, running workers "
+            "keep running and are re-adopted by the next start; --drain waits "
+            "for them to finish instead."
+        ),
+    )
+    p.add_argument("--config", required=True, help="the TOML config file")
+    p.add_argument("--drain", action="store_true", help="on stop, wait for running jobs")
+    p.add_argument("--host", help="override [http] host")
+    p.add_argument("--port", type=int, help="override [http] port (0: any free port)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config)
+        table = dict(config.http)
+        table.update({k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+        settings = HttpSettings.from_table(table)
+    except (ValueError, SettingsError) as e:
+        print(f"extjob serve: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(JobServer(config), settings, drain=args.drain))
+    except OSError as e:  # the port is taken, the database cannot be opened...
+        print(f"extjob serve: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(server: JobServer, settings: HttpSettings, drain: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the API and the server."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    runner = web.AppRunner(create_app(server, settings), access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        # One parseable line on stdout: scripts (and the demo) wait for it.
+        print(f"extjob: listening on http://{shown}:{port}/", flush=True)
+        await stop.wait()
+        log.info("stopping (%s)", "draining running jobs" if drain else "workers keep running")
+    finally:
+        await runner.cleanup()
+        await server.stop(drain=drain)
