@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import time
@@ -263,17 +264,28 @@ async def prometheus(request: web.Request) -> web.Response:
     )
 
 
+_COUNTER_HELP = {
+    "messages_received": "Valid worker messages received.",
+    "invalid_lines": "Worker lines discarded as invalid (SRV-6).",
+    "stale_count": "Times a job went stale (STALE-1).",
+    "killed_count": "Worker process groups terminated (KILL-1).",
+    "reconnects": "Worker reconnections after a server restart or a fault.",
+    "spawned": "Worker processes spawned.",
+    "lost": "Running jobs not found again after a restart.",
+}
+
+
 async def _job_metrics(server: JobServer) -> list[str]:
     counts = await server.counts()
-    by_state = {(("name", name), ("state", state)): n for (name, state), n in counts.items()}
-    lines = list(metrics.metric("extjob_jobs", "gauge", "Jobs by state and name.", by_state))
-    for key, help_text in (
-        ("messages_received", "Valid worker messages received."),
-        ("stale", "Times a job went stale (STALE-1)."),
-        ("killed", "Worker process groups terminated (KILL-1)."),
-        ("reconnects", "Worker reconnections after a restart or fault."),
-    ):
-        value = server.metrics.get(key, 0)
+    by_state = {(("state", state),): n for state, n in counts.items()}
+    lines = list(metrics.metric("extjob_jobs", "gauge", "Jobs by state.", by_state))
+    running: dict[tuple[tuple[str, str], ...], float] = {}
+    for job in await server.running():
+        key = (("name", job.name),)
+        running[key] = running.get(key, 0) + 1
+    lines += metrics.metric("extjob_jobs_running", "gauge", "Running jobs by name.", running)
+    for key, value in dataclasses.asdict(server.metrics).items():
+        help_text = _COUNTER_HELP.get(key, key.replace("_", " ") + ".")
         lines += metrics.metric(f"extjob_{key}_total", "counter", help_text, {(): value})
     return lines
 

@@ -1,0 +1,47 @@
+"""Running a server as a process: ``serve(config_path, drain=False)``.
+
+SIGTERM and SIGINT stop it gracefully: workers keep running (or, with
+``drain``, the server first waits for them), and the next start re-adopts
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .config import load_config
+from .server import JobServer
+
+
+async def serve(config_path: str | os.PathLike[str], drain: bool = False) -> None:
+    server = JobServer(load_config(config_path))
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await server.stop(drain=drain)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m extjob.server", description=__doc__)
+    parser.add_argument("config", help="the server's TOML config file")
+    parser.add_argument("--drain", action="store_true", help="on stop, wait for running jobs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(args.config, drain=args.drain))
+    except ValueError as exc:
+        print(f"extjob: {exc}", file=sys.stderr)
+        return 2
+    return 0

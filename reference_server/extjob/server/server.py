@@ -1,0 +1,437 @@
+"""The job server: queue, scheduler, spawning, outcomes, restart recovery.
+
+``JobServer`` is the facade embedding code and the HTTP API use. Each running
+attempt is a ``run.Run``; this module decides what happens to the *job*:
+claims (atomic in the store), spawns, retries (CKPT-4), outcomes (SRV-4,
+EXIT-1, CANCEL-4) and, on start, what becomes of the attempts a previous
+server process left running (re-adopted, collected from their spool file, or
+failed as lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from extjob.protocol import (
+    FEATURES,
+    MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+    heartbeat_interval_ms,
+    retry_delay_ms,
+)
+
+from .config import JobDefinition, ServerConfig
+from .events import EventBus
+from .models import Job, LogEntry, Metrics, now_ms
+from .procs import describe_status, is_same_process, spawn, start_time
+from .run import Run
+from .store import AttemptRecord, SQLiteStore, Store
+
+log = logging.getLogger(__name__)
+
+OUTPUT_POLL_INTERVAL = 0.2  # seconds between looks at the workers' stdout/stderr files
+# Variables of the server's own environment that never reach a worker (ENV-3).
+PRIVATE_ENV_PREFIXES = ("EXTJOB_", "DONKEYLABS_")
+
+
+class JobServer:
+    """Runs external jobs per ``protocol/SPEC.md``; see the package docstring."""
+
+    def __init__(self, config: ServerConfig, store: Store | None = None) -> None:
+        self.config = config
+        self.jobs: dict[str, JobDefinition] = dict(config.jobs)
+        self._store = store
+        self.events = EventBus()
+        self.metrics = Metrics()
+        self.runs: dict[str, Run] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._draining = False
+        self._stopping = False
+        self._closed: asyncio.Future[None] | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the server is not started")
+        return self._store
+
+    # definitions
+
+    def register(self, definition: JobDefinition) -> None:
+        self.jobs[definition.name] = definition
+        self._wake.set()
+
+    def register_external(self, name: str, command: str, **options: Any) -> JobDefinition:
+        """Define (or redefine) a job name; options are the JobDefinition fields."""
+        if "args" in options:
+            options["args"] = tuple(options["args"])
+        definition = JobDefinition(name=name, command=command, **options)
+        self.register(definition)
+        return definition
+
+    # lifecycle
+
+    async def start(self) -> None:
+        for directory in (self.config.socket_dir, self.config.spool_dir):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            os.chmod(directory, 0o700)  # TRANS-2, SPOOL-1: also when it already existed
+        if self._store is None:
+            self._store = SQLiteStore(self.config.database)
+        self._closed = asyncio.get_running_loop().create_future()
+        await self._recover()
+        self._tasks = [
+            asyncio.create_task(self._schedule(), name="extjob-scheduler"),
+            asyncio.create_task(self._poll_output(), name="extjob-output"),
+        ]
+
+    async def stop(self, drain: bool = False) -> None:
+        """Stop. Workers keep running unless ``drain``, which waits for them to finish first."""
+        if self._stopping:
+            await self.wait_closed()
+            return
+        self._draining = True
+        if drain:
+            while self.runs:
+                await asyncio.wait([run.done for run in self.runs.values()])
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        exiting = [run.done for run in self.runs.values() if run.exited]
+        if exiting:
+            await asyncio.wait(exiting, timeout=2.0)
+        for run in list(self.runs.values()):
+            if not run.exited:
+                run.poll_output()  # so the restarted server resumes at the right offset
+            run.close()
+        self.runs.clear()
+        if self._store is not None:
+            self._store.close()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+
+    async def __aenter__(self) -> JobServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # the queue
+
+    async def enqueue(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        max_attempts: int | None = None,
+        run_at: float | datetime.datetime | None = None,
+        priority: int = 0,
+    ) -> str:
+        """Queue a job; returns its id. KeyError for an unknown name, ValueError for bad options."""
+        definition = self.jobs.get(name)
+        if definition is None:
+            raise KeyError(f"no job definition named {name!r}")
+        if max_attempts is None:
+            max_attempts = definition.max_attempts
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"priority must be an integer, got {priority!r}")
+        created = now_ms()
+        if run_at is None:
+            due = created
+        elif isinstance(run_at, datetime.datetime):
+            due = int(run_at.timestamp() * 1000)
+        elif isinstance(run_at, int | float) and not isinstance(run_at, bool) and math.isfinite(run_at):
+            due = int(run_at)
+        else:
+            raise ValueError(f"run_at must be epoch milliseconds or a datetime, got {run_at!r}")
+        try:
+            size = len(json.dumps(data, allow_nan=False, ensure_ascii=False).encode())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"data is not JSON: {exc}") from exc
+        if size > MAX_PAYLOAD_BYTES - 64 * 1024:  # room for the payload's other fields
+            raise ValueError(f"data is {size} bytes; the payload limit is {MAX_PAYLOAD_BYTES} (LIMIT-2)")
+        job_id = f"j_{secrets.token_hex(8)}"
+        self.store.create(
+            Job(job_id, name, data, "pending", 0, max_attempts, priority, due, None, None, None,
+                None, None, None, None, created, None, None)
+        )
+        self._wake.set()
+        return job_id
+
+    async def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    async def list(
+        self, status: str | None = None, name: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Job]:
+        return self.store.list(status, name, limit, offset)
+
+    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogEntry]:
+        return self.store.logs(job_id, after, limit)
+
+    async def running(self) -> list[Job]:
+        return self.store.list("running", None, 1_000_000, 0)
+
+    async def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a pending job at once, or a running one of this server (CANCEL-1)."""
+        if self.store.cancel_pending(job_id, now_ms()):
+            job = self.store.get(job_id)
+            self.events.emit("job.cancelled", job_id, {"jobId": job_id, "name": job.name if job else ""})
+            return True
+        run = self.runs.get(job_id)
+        if run is None or run.finalized or run.cancel_reason == "requested":
+            return False
+        self.store.request_cancel(job_id)  # so that a restarted server still cancels it
+        if run.cancel_reason is None:
+            run.cancel("requested")
+        run.cancel_reason = "requested"  # also when a timeout's cancel is under way
+        return True
+
+    # events, outcomes
+
+    def emit(self, name: str, run: Run, data: Mapping[str, Any]) -> None:
+        self.events.emit(name, run.job_id, {"jobId": run.job_id, "name": run.name, **data})
+
+    def on_terminal(self, run: Run) -> None:
+        """SRV-4: a terminal message was recorded."""
+        body = run.terminal
+        assert body is not None
+        if body["type"] == "completed":
+            self._finalize(run, "completed", result=body.get("result"))
+        else:
+            self._finalize(
+                run, "failed", error=run.fail_reason or body["error"], stack=body.get("stack"),
+                retryable=body.get("retryable") is not False,
+            )
+
+    def on_exit(self, run: Run, status: int | None, lost: bool = False) -> None:
+        """EXIT-1, after the connection and the spool file were read."""
+        if run.terminal is None and not run.finalized:
+            if run.fail_reason is not None:
+                self._finalize(run, "failed", error=run.fail_reason)
+            elif run.cancel_reason == "requested":
+                self._finalize(run, "cancelled")
+            elif status == 0:
+                run.note("warn", "exited 0 without a terminal message")
+                self._finalize(run, "completed")
+            elif status is None:
+                reason = (
+                    "worker gone after a server restart: no terminal message, exit status unknown"
+                    if lost
+                    else "worker exited without a terminal message; exit status unknown "
+                    "(re-adopted after a server restart, not a child of this server)"
+                )
+                if lost:
+                    self.metrics.lost += 1
+                    self.emit("job.lost", run, {"reason": reason})
+                self._finalize(run, "failed", error=reason)
+            else:
+                self._finalize(run, "failed", error=describe_status(status))
+        elif run.terminal is not None and run.terminal["type"] == "completed" and status:
+            run.note("warn", f"completed, then: {describe_status(status)}")
+        run.close()
+        for path in (run.rec.socket_path, run.rec.out_path, run.rec.err_path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.runs.pop(run.job_id, None)
+        if not run.done.done():
+            run.done.set_result(None)
+        self._wake.set()
+
+    def _finalize(
+        self,
+        run: Run,
+        status: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        stack: str | None = None,
+        retryable: bool = True,
+    ) -> None:
+        """Record the attempt's outcome once (LIFE-4) and emit its events."""
+        if run.finalized:
+            return
+        run.finalized = True
+        rec = run.rec
+        if status == "failed" and run.cancel_reason == "requested":
+            status = "cancelled"  # CANCEL-4
+        retry_at = None
+        if status == "failed" and retryable and rec.attempt < rec.max_attempts:
+            definition = run.definition
+            delay = retry_delay_ms(rec.attempt, definition.retry_backoff_ms,
+                                   definition.max_retry_backoff_ms)
+            retry_at = now_ms() + delay
+        self.store.finish(run.job_id, status, now_ms(), result=result, error=error, stack=stack,
+                          retry_at=retry_at)
+        if status == "completed":
+            data: dict[str, Any] = {"result": result}
+        elif status == "failed":
+            data = {"error": error, "stack": stack, "attempt": rec.attempt, "retryAt": retry_at}
+        else:
+            data = {}
+        if status == "cancelled":
+            self.emit("job.cancelled", run, data)
+        else:
+            self.emit(f"job.{status}", run, data)
+            self.emit(f"job.{run.name}.{status}", run, data)
+        run.after_terminal()
+        self._wake.set()
+
+    # scheduling and spawning
+
+    async def _schedule(self) -> None:
+        poll = self.config.poll_interval_ms / 1000
+        while True:
+            self._wake.clear()
+            while not self._draining and len(self.runs) < self.config.concurrency:
+                limits = {name: d.concurrency for name, d in self.jobs.items()}
+                job = self.store.claim(self.config.server_id, now_ms(), limits)
+                if job is None:
+                    break
+                await self._spawn(job)
+            wait = poll
+            due = self.store.next_run_at(list(self.jobs))
+            if due is not None:
+                wait = min(wait, max(0.0, (due - now_ms()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.005))
+
+    async def _spawn(self, job: Job) -> None:
+        definition = self.jobs[job.name]
+        loop = asyncio.get_running_loop()
+        stem = f"{job.id}.{job.attempt}"
+        spool = self.config.spool_dir
+        rec = AttemptRecord(
+            job_id=job.id, name=job.name, attempt=job.attempt, pid=0, pid_start=0,
+            token=secrets.token_urlsafe(32),  # AUTH-1: 256 bits, fresh per attempt
+            socket_path=os.path.join(os.path.abspath(self.config.socket_dir), f"{stem}.sock"),
+            spool_path=os.path.join(os.path.abspath(spool), f"{stem}.spool"),
+            out_path=os.path.join(spool, f"{stem}.out"),
+            err_path=os.path.join(spool, f"{stem}.err"),
+            spawned_at=loop.time(), max_attempts=job.max_attempts,
+        )
+        run = Run(self, definition, rec, adopted=False)
+        self.runs[job.id] = run
+        payload_path = os.path.join(spool, f"{stem}.payload")
+        try:
+            await run.listen()
+            _write_private(payload_path, json.dumps(self._payload(job, rec, definition)) + "\n")
+            child = spawn(
+                [definition.command, *definition.args], cwd=definition.cwd,
+                env=self._worker_env(job, rec, definition), stdin_path=payload_path,
+                out_path=rec.out_path, err_path=rec.err_path,
+            )
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(payload_path)
+            run.exited = True
+            self._finalize(run, "failed", error=f"spawn failed: {exc}", retryable=False)
+            self.on_exit(run, None)
+            return
+        run.rec = rec = dataclasses.replace(rec, pid=child.pid, pid_start=start_time(child.pid) or 0)
+        self.store.start_attempt(rec)
+        self.metrics.spawned += 1
+        run.watch(child)
+        run.start_deadlines()
+
+    def _payload(self, job: Job, rec: AttemptRecord, definition: JobDefinition) -> dict[str, Any]:
+        """PAY-2 and PAY-3: everything a worker needs, the secrets only here (ENV-3)."""
+        payload = {
+            "jobId": job.id,
+            "name": job.name,
+            "data": job.data,
+            "socketPath": rec.socket_path,
+            "protocolVersion": PROTOCOL_VERSION,
+            "features": list(FEATURES),
+            "heartbeatIntervalMs": heartbeat_interval_ms(definition.heartbeat_timeout_ms),
+            "heartbeatTimeoutMs": definition.heartbeat_timeout_ms,
+            "reconnectWindowMs": self.config.reconnect_window_ms,
+            "maxLineBytes": self.config.max_line_bytes,
+            "token": rec.token,
+            "attempt": rec.attempt,
+            "maxAttempts": rec.max_attempts,
+            "spoolPath": rec.spool_path,
+        }
+        if job.checkpoint is not None:
+            payload["checkpoint"] = job.checkpoint  # CKPT-2
+        return payload
+
+    def _worker_env(self, job: Job, rec: AttemptRecord, definition: JobDefinition) -> dict[str, str]:
+        secret = set(self.config.secret_env)
+        env = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith(PRIVATE_ENV_PREFIXES) and k not in secret
+        }
+        env.update(definition.env)
+        env.update(  # ENV-1
+            EXTJOB_JOB_ID=job.id, DONKEYLABS_JOB_ID=job.id,
+            EXTJOB_JOB_NAME=job.name, DONKEYLABS_JOB_NAME=job.name,
+            EXTJOB_SOCKET_PATH=rec.socket_path, DONKEYLABS_SOCKET_PATH=rec.socket_path,
+            DONKEYLABS_TCP_PORT="",
+        )
+        return env
+
+    async def _poll_output(self) -> None:
+        while True:
+            await asyncio.sleep(OUTPUT_POLL_INTERVAL)
+            for run in list(self.runs.values()):
+                if not run.exited:
+                    run.poll_output()
+
+    # restart
+
+    async def _recover(self) -> None:
+        """Find the attempts a previous server process left running (RECONNECT-5)."""
+        runs = []
+        for rec in self.store.running_attempts(self.config.server_id):
+            definition = self.jobs.get(rec.name) or JobDefinition(name=rec.name, command="?")
+            run = Run(self, definition, rec, adopted=True)
+            self.runs[rec.job_id] = run
+            if rec.pid:
+                await run.listen()  # every socket first, then decide who is lost
+            runs.append(run)
+        for run in runs:
+            rec = run.rec
+            if rec.pid and is_same_process(rec.pid, rec.pid_start):
+                log.info("job %s: re-adopted worker pid %d", rec.job_id, rec.pid)
+                run.watch(None)
+                run.start_deadlines()
+                if run.terminal is not None:
+                    self.on_terminal(run)  # recorded, but the server died before the outcome
+                continue
+            run.exited = True
+            run.poll_output(final=True)
+            if run.terminal is None:
+                run.collect_spool()
+            if run.terminal is not None and not run.finalized:
+                self.on_terminal(run)
+            self.on_exit(run, None, lost=True)
+
+
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -1,0 +1,432 @@
+"""Durable state behind a small interface, with SQLite (WAL) as the default.
+
+The server talks to its store only through ``Store``; a PostgreSQL store for
+several servers sharing one queue implements the same methods. Every method
+is one transaction. ``record`` takes a whole batch of messages (one read from
+a connection) so that ingest costs one commit per batch, not per message
+(REPLAY-2), and heartbeats never reach the store at all (HB-4).
+
+Durability: SQLite in WAL mode with ``synchronous=NORMAL`` survives a crash
+of the server process (the case this server is built for); it may lose the
+last commits on power loss. Set ``synchronous=FULL`` via ``SQLiteStore(...,
+synchronous="FULL")`` when that matters more than ingest speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .models import STATUSES, Job, LogEntry, LogSource
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    """What a restarted server needs to find a running attempt again."""
+
+    job_id: str
+    name: str
+    attempt: int
+    pid: int
+    pid_start: int  # /proc/<pid>/stat field 22, to tell a reused PID apart
+    token: str
+    socket_path: str
+    spool_path: str
+    out_path: str
+    err_path: str
+    out_offset: int = 0
+    err_offset: int = 0
+    last_seq: int = 0
+    log_count: int = 0
+    spawned_at: float = 0.0  # the monotonic clock (system-wide, so it survives a restart)
+    cancel_requested: bool = False
+    max_attempts: int = 1
+    terminal: Mapping[str, Any] | None = None  # the terminal message recorded, if any
+
+
+@dataclasses.dataclass
+class NewLog:
+    timestamp: int
+    level: str
+    message: str
+    data: Any
+    source: LogSource
+
+
+@dataclasses.dataclass
+class Batch:
+    """Everything one read of a connection (or of an output file) changes."""
+
+    logs: list[NewLog] = dataclasses.field(default_factory=list)
+    progress: tuple[float, str | None, Any] | None = None
+    checkpoint: tuple[Any] | None = None  # a 1-tuple so that a null checkpoint is storable
+    last_seq: int | None = None
+    out_offset: int | None = None
+    err_offset: int | None = None
+    terminal: Mapping[str, Any] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.logs
+            or self.progress
+            or self.checkpoint
+            or self.last_seq is not None
+            or self.out_offset is not None
+            or self.err_offset is not None
+            or self.terminal
+        )
+
+
+class Store(Protocol):
+    """The persistence interface of the server."""
+
+    def create(self, job: Job) -> None: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> list[Job]: ...
+    def counts(self) -> dict[str, int]: ...
+    def logs(self, job_id: str, after: int, limit: int) -> list[LogEntry]: ...
+    def claim(
+        self, owner: str, now: int, limits: Mapping[str, int], exclude: Sequence[str] = ()
+    ) -> Job | None: ...
+    def next_run_at(self, names: Sequence[str]) -> int | None: ...
+    def start_attempt(self, rec: AttemptRecord) -> None: ...
+    def record(self, job_id: str, first_index: int, batch: Batch) -> None: ...
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        now: int,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        stack: str | None = None,
+        retry_at: int | None = None,
+    ) -> None: ...
+    def cancel_pending(self, job_id: str, now: int) -> bool: ...
+    def request_cancel(self, job_id: str) -> None: ...
+    def running_attempts(self, owner: str) -> list[AttemptRecord]: ...
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    run_at INTEGER NOT NULL,
+    progress_percent REAL,
+    progress_message TEXT,
+    progress_data TEXT,
+    result TEXT,
+    error TEXT,
+    stack TEXT,
+    checkpoint TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    -- the current attempt, while running
+    owner TEXT,
+    pid INTEGER,
+    pid_start INTEGER,
+    token TEXT,
+    socket_path TEXT,
+    spool_path TEXT,
+    out_path TEXT,
+    err_path TEXT,
+    out_offset INTEGER NOT NULL DEFAULT 0,
+    err_offset INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    log_count INTEGER NOT NULL DEFAULT 0,
+    spawned_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    terminal TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, run_at, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, status);
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    timestamp INTEGER NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    source TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+"""
+
+_JOB_COLUMNS = (
+    "id, name, data, status, attempt, max_attempts, priority, run_at, progress_percent, "
+    "progress_message, progress_data, result, error, stack, pid, created_at, started_at, "
+    "finished_at, checkpoint"
+)
+_ATTEMPT_COLUMNS = (
+    "id, name, attempt, pid, pid_start, token, socket_path, spool_path, out_path, err_path, "
+    "out_offset, err_offset, last_seq, log_count, spawned_at, cancel_requested, max_attempts, "
+    "terminal"
+)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    return Job(
+        id=row[0],
+        name=row[1],
+        data=_load(row[2]),
+        status=row[3],
+        attempt=row[4],
+        max_attempts=row[5],
+        priority=row[6],
+        run_at=row[7],
+        progress_percent=row[8],
+        progress_message=row[9],
+        progress_data=_load(row[10]),
+        result=_load(row[11]),
+        error=row[12],
+        stack=row[13],
+        pid=row[14],
+        created_at=row[15],
+        started_at=row[16],
+        finished_at=row[17],
+        checkpoint=_load(row[18]),
+    )
+
+
+class SQLiteStore:
+    """The default store: one SQLite file in WAL mode, safe to share between processes."""
+
+    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+        # isolation_level=None: we issue BEGIN ourselves, so a claim can take
+        # the write lock up front (BEGIN IMMEDIATE) and be atomic across processes.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute(f"PRAGMA synchronous = {synchronous}")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self, immediate: bool = False) -> _Transaction:
+        return _Transaction(self._db, immediate)
+
+    def create(self, job: Job) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO jobs (id, name, data, status, attempt, max_attempts, priority, "
+                "run_at, created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+                (job.id, job.name, _dump(job.data), job.max_attempts, job.priority, job.run_at,
+                 job.created_at),
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _job(row)
+
+    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> list[Job]:
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return [_job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self._db.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def logs(self, job_id: str, after: int, limit: int) -> list[LogEntry]:
+        rows = self._db.execute(
+            "SELECT idx, timestamp, level, message, data, source FROM logs "
+            "WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
+        return [LogEntry(job_id, r[0], r[1], r[2], r[3], _load(r[4]), r[5]) for r in rows]
+
+    def claim(
+        self, owner: str, now: int, limits: Mapping[str, int], exclude: Sequence[str] = ()
+    ) -> Job | None:
+        """Take the next due job whose name is in ``limits`` and under its limit (0: none).
+
+        BEGIN IMMEDIATE holds SQLite's write lock from the first read, so two
+        servers on one file can never claim the same job.
+        """
+        names = [n for n in limits if n not in exclude]
+        if not names:
+            return None
+        marks = ",".join("?" * len(names))
+        with self._tx(immediate=True):
+            running = dict(
+                self._db.execute(
+                    f"SELECT name, count(*) FROM jobs WHERE status = 'running' AND name IN ({marks}) "
+                    "GROUP BY name",
+                    names,
+                ).fetchall()
+            )
+            allowed = [n for n in names if not limits[n] or running.get(n, 0) < limits[n]]
+            if not allowed:
+                return None
+            marks = ",".join("?" * len(allowed))
+            row = self._db.execute(
+                f"SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ? AND name IN ({marks}) "
+                "ORDER BY priority DESC, run_at, seq LIMIT 1",
+                (now, *allowed),
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE jobs SET status = 'running', owner = ?, attempt = attempt + 1, "
+                "started_at = coalesce(started_at, ?), pid = NULL, pid_start = NULL, token = NULL, "
+                "out_offset = 0, err_offset = 0, last_seq = 0, cancel_requested = 0, "
+                "terminal = NULL, spawned_at = NULL WHERE id = ?",
+                (owner, now, row[0]),
+            )
+            return self.get(row[0])
+
+    def next_run_at(self, names: Sequence[str]) -> int | None:
+        if not names:
+            return None
+        marks = ",".join("?" * len(names))
+        row = self._db.execute(
+            f"SELECT min(run_at) FROM jobs WHERE status = 'pending' AND name IN ({marks})", names
+        ).fetchone()
+        return row[0]
+
+    def start_attempt(self, rec: AttemptRecord) -> None:
+        with self._tx():
+            self._db.execute(
+                "UPDATE jobs SET pid = ?, pid_start = ?, token = ?, socket_path = ?, spool_path = ?, "
+                "out_path = ?, err_path = ?, spawned_at = ? WHERE id = ?",
+                (rec.pid, rec.pid_start, rec.token, rec.socket_path, rec.spool_path, rec.out_path,
+                 rec.err_path, rec.spawned_at, rec.job_id),
+            )
+
+    def record(self, job_id: str, first_index: int, batch: Batch) -> None:
+        """Apply a batch atomically; its log entries get indexes from ``first_index`` on."""
+        sets: list[str] = []
+        args: list[Any] = []
+        if batch.logs:
+            sets.append("log_count = ?")
+            args.append(first_index + len(batch.logs) - 1)
+        if batch.progress is not None:
+            # MSG-4: a progress without message leaves the previous one standing
+            sets.append(
+                "progress_percent = ?, progress_message = coalesce(?, progress_message), "
+                "progress_data = ?"
+            )
+            percent, message, data = batch.progress
+            args += [percent, message, None if data is None else _dump(data)]
+        if batch.checkpoint is not None:
+            sets.append("checkpoint = ?")
+            args.append(_dump(batch.checkpoint[0]))
+        for column in ("last_seq", "out_offset", "err_offset"):
+            value = getattr(batch, column)
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        if batch.terminal is not None:
+            sets.append("terminal = ?")
+            args.append(_dump(batch.terminal))
+        with self._tx():
+            if batch.logs:
+                self._db.executemany(
+                    "INSERT INTO logs (job_id, idx, timestamp, level, message, data, source) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (job_id, first_index + i, e.timestamp, e.level, e.message,
+                         None if e.data is None else _dump(e.data), e.source)
+                        for i, e in enumerate(batch.logs)
+                    ],
+                )
+            if sets:
+                self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id))
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        now: int,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        stack: str | None = None,
+        retry_at: int | None = None,
+    ) -> None:
+        """End the running attempt: the job becomes ``status``, or pending again at ``retry_at``."""
+        with self._tx():
+            if retry_at is not None:
+                self._db.execute(
+                    "UPDATE jobs SET status = 'pending', run_at = ?, error = ?, stack = ?, owner = NULL, "
+                    "pid = NULL, token = NULL WHERE id = ?",
+                    (retry_at, error, stack, job_id),
+                )
+            else:
+                self._db.execute(
+                    "UPDATE jobs SET status = ?, result = ?, error = ?, stack = ?, finished_at = ?, "
+                    "owner = NULL, pid = NULL, token = NULL WHERE id = ?",
+                    (status, _dump(result), error, stack, now, job_id),
+                )
+
+    def cancel_pending(self, job_id: str, now: int) -> bool:
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'pending'",
+                (now, job_id),
+            )
+            return cur.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> None:
+        with self._tx():
+            self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+
+    def running_attempts(self, owner: str) -> list[AttemptRecord]:
+        rows = self._db.execute(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM jobs WHERE owner = ? AND status = 'running'", (owner,)
+        ).fetchall()
+        return [
+            AttemptRecord(
+                job_id=r[0], name=r[1], attempt=r[2], pid=r[3] or 0, pid_start=r[4] or 0,
+                token=r[5] or "", socket_path=r[6] or "", spool_path=r[7] or "",
+                out_path=r[8] or "", err_path=r[9] or "", out_offset=r[10], err_offset=r[11],
+                last_seq=r[12], log_count=r[13], spawned_at=r[14] or 0.0,
+                cancel_requested=bool(r[15]), max_attempts=r[16], terminal=_load(r[17]),
+            )
+            for r in rows
+        ]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection, immediate: bool) -> None:
+        self._db = db
+        self._begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    def __enter__(self) -> _Transaction:
+        self._db.execute(self._begin)
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
