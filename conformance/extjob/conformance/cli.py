@@ -1,0 +1,111 @@
+"""``extjob conformance``: the command line of the suite."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from typing import Any
+
+from extjob.protocol import FEATURES
+
+from .cases import select
+from .model import Timing
+from .report import FORMATS, passed
+from .runner import default_jobs, run_cases
+
+LEVELS = ("core", *FEATURES)
+EPILOG = """\
+example:
+  extjob conformance --features core,auth,replay -- python my_fixture.py
+exit status: 0 when every case of the claimed features passes, 1 when one
+fails, 2 on a usage error. Set EXTJOB_CONFORMANCE_TIME_FACTOR=3 on a slow
+machine. The fixture contract is SPEC section 11; see conformance/README.md.
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "conformance", help="test a wrapper's fixture worker against the spec",
+        description="Play the server, run the fixture worker COMMAND in many scenarios and "
+        "check every message and timing against protocol/SPEC.md.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", default="core", type=_features,
+                        help=f"levels the wrapper claims, comma-separated: {','.join(LEVELS)} "
+                        "(default: core); the cases of the others are skipped")
+    parser.add_argument("--only", action="append", default=[], metavar="CASE",
+                        help="run only cases whose id starts with CASE, whose topic is CASE "
+                        "(heartbeat) or that test requirement CASE (HB-2); repeatable")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="text")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the report here")
+    parser.add_argument("--heartbeat-interval", type=int, metavar="MS",
+                        help="the interval the wrapper really uses, if it ignores the advised "
+                        "heartbeatIntervalMs (cases take longer)")
+    parser.add_argument("--jobs", "-j", type=int, default=default_jobs(),
+                        help="cases run at the same time (default: %(default)s)")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="-- COMMAND ARGS...: how to start the fixture worker")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _features(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(names - set(LEVELS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown feature {', '.join(unknown)}; known: "
+                                         f"{', '.join(LEVELS)}")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    cases = select(args.only)
+    if args.list:
+        for case in cases:
+            print(f"{case.id:<38} {case.feature:<11} {','.join(case.requirements)}")
+        return 0
+    if not command:
+        return _usage("no fixture command given (put it after --)")
+    if not cases:
+        return _usage(f"no case matches {' '.join(args.only)}")
+    if shutil.which(command[0]) is None:
+        return _usage(f"cannot run {command[0]!r}: not found or not executable")
+    if args.jobs < 1 or (args.heartbeat_interval is not None and args.heartbeat_interval < 10):
+        return _usage("--jobs must be ≥ 1 and --heartbeat-interval ≥ 10")
+    try:
+        timing = Timing.from_env(args.heartbeat_interval)
+    except ValueError as exc:
+        return _usage(str(exc))
+    if args.format == "text" and sys.stderr.isatty():
+        def progress(result: Any) -> None:
+            print(f"  {result.verdict:<10} {result.case_id}", file=sys.stderr)
+    else:
+        def progress(result: Any) -> None:
+            pass
+    results = asyncio.run(run_cases(cases, command, args.features, timing, args.jobs, progress))
+    meta = {"suite": "extjob conformance", "command": command,
+            "features": sorted(args.features, key=LEVELS.index),
+            "timeFactor": timing.factor, "heartbeatIntervalMs": timing.interval_ms}
+    report = FORMATS[args.format](results, meta)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(report)
+    else:
+        sys.stdout.write(report)
+    return 0 if passed(results) else 1
+
+
+def _usage(message: str) -> int:
+    print(f"extjob conformance: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m extjob.conformance``: the suite without the ``extjob`` CLI."""
+    parser = argparse.ArgumentParser(prog="extjob")
+    add_parser(parser.add_subparsers(required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))

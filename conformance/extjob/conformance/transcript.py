@@ -1,0 +1,76 @@
+"""The wire record of one case: every line in both directions, with times.
+
+Times are seconds on the monotonic clock since the case began, so a failure
+report reads like a log of what happened (the Autobahn "wirelog").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from extjob.protocol import Message, Problem
+
+#: How much of a long line a rendered transcript shows.
+SHOWN_CHARS = 240
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing that happened: a line received or sent, or a harness event."""
+
+    t: float  #: seconds since the case began
+    direction: str  #: "worker" (worker → server), "server" (server → worker), "event"
+    conn: int  #: connection number (1, 2, ...), 0 for events of the process
+    text: str  #: the line as text, or what happened
+    message: Message | None = None  #: the decoded message, if the line was valid
+    problem: Problem | None = None  #: why a worker line is invalid
+
+    def render(self) -> str:
+        arrow = {"worker": "w→s", "server": "s→w", "event": " ··"}[self.direction]
+        where = f"#{self.conn}" if self.conn else "  "
+        text = self.text if len(self.text) <= SHOWN_CHARS else (
+            f"{self.text[:SHOWN_CHARS]}… ({len(self.text)} chars)"
+        )
+        line = f"{self.t:8.3f}s {where:>3} {arrow} {text}"
+        return f"{line}\n{'':17}^ invalid: {self.problem}" if self.problem else line
+
+
+@dataclass
+class Transcript:
+    """Entries in the order they happened."""
+
+    started: float = field(default_factory=time.monotonic)
+    entries: list[Entry] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def add(
+        self,
+        direction: str,
+        conn: int,
+        text: str,
+        message: Message | None = None,
+        problem: Problem | None = None,
+    ) -> Entry:
+        entry = Entry(self.now(), direction, conn, text, message, problem)
+        self.entries.append(entry)
+        return entry
+
+    def event(self, text: str, conn: int = 0) -> Entry:
+        return self.add("event", conn, text)
+
+    def worker_lines(self) -> list[Entry]:
+        return [e for e in self.entries if e.direction == "worker"]
+
+    def messages(self) -> list[Entry]:
+        """Valid worker messages, in received order, over all connections."""
+        return [e for e in self.entries if e.direction == "worker" and e.message is not None]
+
+    def first(self, predicate: Callable[[Entry], bool]) -> Entry | None:
+        return next((e for e in self.entries if predicate(e)), None)
+
+    def render(self) -> list[str]:
+        return [entry.render() for entry in self.entries]
