@@ -1,0 +1,326 @@
+"""``extjob demo``: three example jobs in three languages survive a server restart.
+
+It writes a config for the example jobs in ``examples/`` (Python, bash and
+Go, each on its wrapper), starts ``extjob serve`` on the embedded SQLite
+store, enqueues one job of each, shows their progress side by side, stops
+the server in the middle (the workers keep running) and starts it again (they
+reconnect and finish). The dashboard shows the same jobs live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .api import ApiClient, Target
+from .follow import BAR_WIDTH, FINISHED
+
+RESTART_AT_PERCENT = 40.0
+SERVER_START_SECONDS = 30.0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "demo", help="run example jobs in Python, bash and Go through a server restart"
+    )
+    p.add_argument("--port", type=int, default=8765, help="the API/dashboard port (default 8765)")
+    p.add_argument("--steps", type=int, default=20, help="steps per job (default 20)")
+    p.add_argument("--delay-ms", type=int, default=400, help="time per step (default 400)")
+    p.add_argument("--dir", help="keep the demo's database and logs here (default: temporary)")
+    p.add_argument(
+        "--exit-when-done", action="store_true", help="stop instead of serving the dashboard on"
+    )
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_demo(args))
+    except DemoError as e:
+        print(f"extjob demo: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+class DemoError(Exception):
+    """Something the demo needs is missing; the message says what."""
+
+
+@dataclass
+class _Server:
+    """``extjob serve`` as a child process."""
+
+    config: Path
+    log: Path
+    process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "extjob.cli", "serve", "--config", str(self.config),
+                stdout=asyncio.subprocess.PIPE, stderr=log, start_new_session=True,
+            )  # fmt: skip
+        assert self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), SERVER_START_SECONDS)
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b"extjob: listening on"):
+            await self.stop()
+            raise DemoError(f"the server did not start; see {self.log}")
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 30)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    root = _source_root()
+    with contextlib.ExitStack() as cleanup:
+        work = (
+            Path(args.dir)
+            if args.dir
+            else Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="extjob-demo-")))
+        )
+        work.mkdir(parents=True, exist_ok=True)
+        # Unix socket paths are short (108 bytes): keep them out of a deep --dir.
+        sockets = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="extjob-"))
+        jobs = await _job_definitions(root, work)
+        port = args.port if _port_free(args.port) else _free_port()
+        token = secrets.token_hex(16)
+        config = work / "extjob.toml"
+        config.write_text(_config_text(jobs, work, sockets, port, token))
+        server = _Server(config, work / "server.log")
+        await server.start()
+        try:
+            url = f"http://127.0.0.1:{port}"
+            print(f"dashboard: {url}/#token={token}")
+            print(f"API token: {token}   (server log: {server.log})\n", flush=True)
+            async with ApiClient(Target(url, token)) as api:
+                outcome = await _run_jobs(api, server, list(jobs), args)
+                if not args.exit_when_done:
+                    print(f"\nThe server keeps running for the dashboard: {url}/#token={token}")
+                    print("Press Ctrl-C to stop.", flush=True)
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.Event().wait()
+            return outcome
+        finally:
+            await server.stop()
+
+
+async def _run_jobs(
+    api: ApiClient, server: _Server, names: list[str], args: argparse.Namespace
+) -> int:
+    data = {"steps": args.steps, "delayMs": args.delay_ms}
+    jobs = {}
+    for name in names:
+        job = await api.enqueue(name, data)
+        jobs[job["id"]] = job
+    board = _Board(sys.stdout, jobs)
+    restarted = False
+    events = api.events()
+    try:
+        async for event in events:
+            body = event.json()
+            job_id = body.get("jobId")
+            if event.name == "stream.reset":  # the server restarted: read everything again
+                for job_id in jobs:
+                    board.update(await api.get(job_id))
+            elif job_id in jobs:
+                if event.name == "job.external.progress":
+                    board.progress(job_id, body.get("percent") or 0.0, body.get("message"))
+                elif event.name == "job.external.log":
+                    board.note(f"{jobs[job_id]['name']}: {body.get('message', '')}")
+                else:
+                    board.update(await api.get(job_id))
+            if board.all_finished():
+                break
+            if not restarted and board.min_percent() >= RESTART_AT_PERCENT:
+                restarted = True
+                board.note("stopping the server: the workers keep running...")
+                await server.stop()
+                board.note("starting it again: the workers reconnect and go on...")
+                await server.start()
+    finally:
+        await events.aclose()
+    board.summary()
+    return 0 if board.all_completed() else 1
+
+
+class _Board:
+    """One progress bar per job, redrawn in place on a terminal."""
+
+    def __init__(self, out: TextIO, jobs: dict[str, dict[str, Any]]) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.jobs = jobs
+        self.percent = dict.fromkeys(jobs, 0.0)
+        self.message = dict.fromkeys(jobs, "")
+        self._drawn = False
+        self._printed: dict[str, int] = {}
+        self._draw()
+
+    def progress(self, job_id: str, percent: float, message: str | None) -> None:
+        self.percent[job_id] = percent
+        if message is not None:
+            self.message[job_id] = message
+        self.jobs[job_id] = {**self.jobs[job_id], "status": "running"}
+        self._draw()
+
+    def update(self, job: dict[str, Any]) -> None:
+        self.jobs[job["id"]] = job
+        progress = job.get("progress") or {}
+        if progress.get("percent") is not None:
+            self.percent[job["id"]] = progress["percent"]
+        if progress.get("message"):
+            self.message[job["id"]] = progress["message"]
+        self._draw()
+
+    def note(self, text: str) -> None:
+        self._erase()
+        self.out.write(f"  {text}\n")
+        self._draw()
+
+    def min_percent(self) -> float:
+        return min(self.percent.values())
+
+    def all_finished(self) -> bool:
+        return all(job["status"] in FINISHED for job in self.jobs.values())
+
+    def all_completed(self) -> bool:
+        return all(job["status"] == "completed" for job in self.jobs.values())
+
+    def summary(self) -> None:
+        self.out.write("\n")
+        for job in self.jobs.values():
+            outcome = (
+                json.dumps(job.get("result")) if job["status"] == "completed" else job.get("error")
+            )
+            self.out.write(f"{job['name']:<11} {job['status']:<9} {outcome}\n")
+        self.out.flush()
+
+    def _line(self, job_id: str) -> str:
+        job = self.jobs[job_id]
+        filled = round(BAR_WIDTH * min(self.percent[job_id], 100.0) / 100)
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        return (
+            f"{job['name']:<11} [{bar}] {self.percent[job_id]:5.1f}% "
+            f"{job['status']:<9} {self.message[job_id]}"
+        )
+
+    def _erase(self) -> None:
+        if self.tty and self._drawn:
+            self.out.write(f"\x1b[{len(self.jobs)}F\x1b[J")
+            self._drawn = False
+
+    def _draw(self) -> None:
+        if self.tty:
+            self._erase()
+            self.out.write("".join(self._line(job_id) + "\n" for job_id in self.jobs))
+            self._drawn = True
+        else:  # a log or a pipe: one line per job each time it passes a tenth
+            for job_id, job in self.jobs.items():
+                step = int(self.percent[job_id] // 10) + (job["status"] in FINISHED)
+                if self._printed.get(job_id) != step:
+                    self._printed[job_id] = step
+                    self.out.write(self._line(job_id) + "\n")
+        self.out.flush()
+
+
+def _source_root() -> Path:
+    """The extjob checkout whose examples/ and wrappers/ the demo runs."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (candidate / "examples" / "python" / "thumbnails.py").is_file():
+            return candidate
+    raise DemoError("run extjob demo from the extjob source checkout (examples/ not found)")
+
+
+async def _job_definitions(root: Path, work: Path) -> dict[str, dict[str, Any]]:
+    examples = root / "examples"
+    jobs: dict[str, dict[str, Any]] = {
+        "thumbnails": {
+            "command": sys.executable,
+            "args": [str(examples / "python" / "thumbnails.py")],
+            "env": {"PYTHONPATH": str(root / "wrappers" / "python")},
+        }
+    }
+    missing = [tool for tool in ("bash", "jq", "socat") if shutil.which(tool) is None]
+    if missing:
+        print(f"(skipping the bash job: {', '.join(missing)} not installed)")
+    else:
+        jobs["backup"] = {"command": "bash", "args": [str(examples / "shell" / "backup.sh")]}
+    go = shutil.which("go")
+    if go is None:
+        print("(skipping the Go job: go is not installed)")
+        return jobs
+    binary = work / "checksum"
+    print("building the Go example...", flush=True)
+    build = await asyncio.create_subprocess_exec(
+        go, "build", "-o", str(binary), ".", cwd=examples / "go",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await build.communicate()
+    if build.returncode != 0:
+        raise DemoError(f"building examples/go failed:\n{output.decode(errors='replace')}")
+    jobs["checksum"] = {"command": str(binary)}
+    return jobs
+
+
+def _config_text(
+    jobs: dict[str, dict[str, Any]], work: Path, sockets: str, port: int, token: str
+) -> str:
+    lines = [
+        f"database = {json.dumps(str(work / 'extjob.db'))}",
+        f"socket_dir = {json.dumps(sockets)}",
+        f"spool_dir = {json.dumps(str(work / 'spool'))}",
+        "",
+        "[http]",
+        f"port = {port}",
+        f"token = {json.dumps(token)}",
+    ]
+    for name, spec in jobs.items():
+        lines += ["", f"[jobs.{name}]"]
+        for key, value in spec.items():
+            if isinstance(value, dict):
+                pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                lines.append(f"{key} = {{ {pairs} }}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")  # JSON strings and lists are TOML
+    return "\n".join(lines) + "\n"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    # The same port must serve both runs of the server (the dashboard
+    # reconnects to it), so it is chosen once here rather than by the server.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
