@@ -203,9 +203,15 @@ def _acknowledged_at(run: Run, terminal: Entry) -> float:
     seq = terminal.message.seq
     if seq is None:
         return terminal.t
-    acks = (e for e in run.transcript.entries if e.direction == "server" and e.t >= terminal.t
-            and e.message is not None and e.message.type == "ack" and (e.message.seq or 0) >= seq)
-    return next((e.t for e in acks), terminal.t)
+    for e in run.transcript.entries:
+        if e.direction != "server" or e.t < terminal.t or e.message is None:
+            continue
+        body = e.message.body
+        if body["type"] == "ack" and body["seq"] >= seq:
+            return e.t
+        if body["type"] == "welcome" and body["lastSeq"] >= seq:  # covered on a reconnect
+            return e.t
+    return terminal.t
 
 
 #: Run on every case that connects.

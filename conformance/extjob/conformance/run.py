@@ -172,9 +172,7 @@ async def run_case(case: Case, command: Sequence[str], features: frozenset[str],
             run.spawned_wall_ms = time.time_ns() // 1_000_000
             run.worker = await WorkerProcess.spawn(
                 command, stdin, env, directory, transcript, server.notify)
-            await case.drive(run)
-            if not run.worker.exited:
-                await run.until_exit(case.budget_s)
+            await case.drive(run)  # returns once the worker exited or its budget ran out
             result.findings = [f for check in case.all_checks() for f in check(run)]
             result.verdict = worst(result.findings)
         except Exception:  # a fault of the harness, reported as such
