@@ -4,8 +4,6 @@ data: {"steps": 20, "delayMs": 500}. Runs with the Python wrapper
 (wrappers/python/extjob_worker.py on PYTHONPATH).
 """
 
-import time
-
 from extjob_worker import run_job
 
 
@@ -13,9 +11,10 @@ def make_thumbnails(job):
     steps = int(job.data.get("steps", 20))
     delay = job.data.get("delayMs", 500) / 1000
     for i in range(1, steps + 1):
-        if job.cancel_requested:
+        # The real work would go here (heartbeats go on meanwhile); waiting
+        # on the cancel request instead of sleeping makes a cancel prompt.
+        if job.wait_for_cancel(delay):
             raise RuntimeError(f"cancelled after {i - 1} of {steps} thumbnails")
-        time.sleep(delay)  # the real work would go here; heartbeats go on meanwhile
         job.progress(i * 100 / steps, f"thumbnail {i} of {steps}")
         if i % 5 == 0:
             job.info(f"{i} thumbnails written", done=i)

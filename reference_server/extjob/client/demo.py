@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser(
         "demo", help="run example jobs in Python, bash and Go through a server restart"
     )
-    p.add_argument("--port", type=int, default=8765, help="the API/dashboard port (default 8765)")
+    p.add_argument("--port", type=int, default=8765, help="the API/dashboard port (default 8765; 0: any free one)")
     p.add_argument("--steps", type=int, default=20, help="steps per job (default 20)")
     p.add_argument("--delay-ms", type=int, default=400, help="time per step (default 400)")
     p.add_argument("--dir", help="keep the demo's database and logs here (default: temporary)")
@@ -104,7 +104,7 @@ async def _demo(args: argparse.Namespace) -> int:
         # Unix socket paths are short (108 bytes): keep them out of a deep --dir.
         sockets = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="extjob-"))
         jobs = await _job_definitions(root, work)
-        port = args.port if _port_free(args.port) else _free_port()
+        port = args.port if args.port and _port_free(args.port) else _free_port()
         token = secrets.token_hex(16)
         config = work / "extjob.toml"
         config.write_text(_config_text(jobs, work, sockets, port, token))

@@ -49,7 +49,6 @@ class ProgressView:
         if self.tty:
             self.out.write("\r\x1b[2K")
         self.out.write(text + "\n")
-        self._printed = None
         self._draw()
 
     def finish(self, job: dict[str, Any]) -> None:
