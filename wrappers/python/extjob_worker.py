@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -339,6 +340,7 @@ class _Link:
         self._interval = (payload.heartbeat_interval_ms or V1_HEARTBEAT_MS) / 1000
         self._window = payload.reconnect_window_ms / 1000
 
+        _fill_stdio()
         self._cond = threading.Condition()
         # Everything below is guarded by _cond.
         self._seq = 0
@@ -376,7 +378,7 @@ class _Link:
         self._attempts = 0  # connection attempts since the connection went down
         self._events = 0
 
-        self._waker_r, self._waker_w = socket.socketpair()
+        self._waker_r, self._waker_w = (_above_stdio(s) for s in socket.socketpair())
         self._waker_r.setblocking(False)
         self._waker_w.setblocking(False)
         self._selector.register(self._waker_r, selectors.EVENT_READ)
@@ -558,6 +560,7 @@ class _Link:
             )
             self._next_attempt = now + self._delay * (1 + random.uniform(0, RECONNECT_JITTER))
             return True
+        sock = _above_stdio(sock)
         sock.setblocking(False)
         self._sock = sock
         self._selector.register(sock, selectors.EVENT_READ)
@@ -854,6 +857,30 @@ class _Link:
                 self.spooled = _write_spool(self._payload.spool_path, lines)
             self.gave_up = True
             self._cond.notify_all()
+
+
+def _fill_stdio() -> None:
+    """Open /dev/null on closed descriptors 0-2, so that no socket of ours lands there
+    and job code that prints to a closed stdout cannot write into the protocol (WRAP-5)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _above_stdio(sock: socket.socket) -> socket.socket:
+    """Move a socket off descriptors 0-2: if job code closed stdout, a later print()
+    must fail, not write into the protocol stream (WRAP-5)."""
+    if sock.fileno() > 2:
+        return sock
+    fd = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+    moved = socket.socket(sock.family, sock.type, fileno=fd)
+    sock.close()
+    return moved
 
 
 def _is_int(value: Any, minimum: int) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from extjob_worker import LEVELS, Job, run_job  # noqa: E402
+from extjob_worker import LEVELS, Job, run_job
 
 
 def complete(job: Job, params: dict[str, Any]) -> Any:

@@ -1,0 +1,306 @@
+"""Test helpers for the Python wrapper: a real socket peer that plays the server, and workers.
+
+A module of its own (not conftest) because pytest runs with --import-mode=importlib;
+conftest.py puts this directory on sys.path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+WRAPPER_DIR = Path(__file__).resolve().parents[1]
+REPO = WRAPPER_DIR.parents[1]
+VECTORS = REPO / "schema" / "vectors"
+FIXTURE = WRAPPER_DIR / "fixture_worker.py"
+TOKEN = "t0k3n-0123456789abcdef"
+ALL_FEATURES = ["auth", "replay", "control", "spool", "checkpoint"]
+DEADLINE = 10.0  # seconds: generous, every wait ends as soon as its condition holds
+
+sys.path.insert(0, str(WRAPPER_DIR))
+
+
+def load_vectors(name: str) -> list[dict[str, Any]]:
+    tests: list[dict[str, Any]] = json.loads((VECTORS / name).read_text())["tests"]
+    return tests
+
+
+class Received:
+    """One line the peer read: which connection, when (monotonic), the raw bytes, the object."""
+
+    def __init__(self, conn: int, at: float, raw: bytes) -> None:
+        self.conn = conn
+        self.at = at
+        self.raw = raw
+        try:
+            self.message: Any = json.loads(raw)
+        except ValueError:
+            self.message = None
+
+    @property
+    def type(self) -> str | None:
+        return self.message.get("type") if isinstance(self.message, dict) else None
+
+
+class Peer:
+    """The server side of the protocol on a real Unix or TCP socket.
+
+    ``extended`` peers answer ``hello`` with ``welcome`` and acknowledge
+    sequenced messages, recording each ``seq`` once (REPLAY-5); ``ack_if``
+    can withhold acknowledgements. A v1 peer never writes (like the original).
+    The peer can go away (``stop``) and come back at the same address (``start``).
+    """
+
+    def __init__(self, tmp: Path, *, tcp: bool = False, extended: bool = False) -> None:
+        self.extended = extended
+        self.tcp = tcp
+        self.path = str(tmp / "job.sock")
+        self.port = 0
+        self.heartbeat_interval_ms = 50
+        self.welcome_delay = 0.0
+        self.ack_if: Callable[[dict[str, Any]], bool] = lambda message: True
+        self.cond = threading.Condition()
+        self.received: list[Received] = []
+        self.recorded: list[dict[str, Any]] = []  # sequenced messages, each seq once
+        self.last_seq = 0
+        self.connections: list[socket.socket] = []
+        self.closed: set[int] = set()  # connections that reached end of file
+        self.written: list[tuple[int, dict[str, Any]]] = []
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self.start()
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}" if self.tcp else self.path
+
+    def start(self) -> None:
+        if self.tcp:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            self.port = listener.getsockname()[1]
+        else:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(self.path)
+        listener.listen(16)
+        self._listener = listener
+        self._spawn(self._accept, listener)
+
+    def stop(self) -> None:
+        """Go away: close the listener and every connection; nothing answers any more."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        if not self.tcp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self.drop()
+
+    def drop(self) -> None:
+        """Close the open connections but keep listening."""
+        with self.cond:
+            conns = list(self.connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def close(self) -> None:
+        self.stop()
+        for thread in self._threads:
+            thread.join(2)
+
+    def send(self, message: dict[str, Any], conn: int = -1) -> None:
+        """Write one server line on a connection (the latest by default)."""
+        self.send_raw(json.dumps(message).encode() + b"\n", conn)
+
+    def send_raw(self, data: bytes, conn: int = -1) -> None:
+        with self.cond:
+            target = self.connections[conn]
+        with contextlib.suppress(OSError):
+            target.sendall(data)
+
+    def server_message(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "jobId": "j_1", "timestamp": int(time.time() * 1000), **fields}
+
+    # ---- what arrived
+
+    def messages(self, kind: str | None = None) -> list[dict[str, Any]]:
+        with self.cond:
+            return [r.message for r in self.received if kind is None or r.type == kind]
+
+    def types(self) -> list[str | None]:
+        with self.cond:
+            return [r.type for r in self.received]
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise AssertionError(f"timed out waiting for {what}; received {self.types()}")
+
+    def wait_type(self, kind: str, count: int = 1) -> None:
+        self.wait_for(lambda: self.types().count(kind) >= count, f"{count} x {kind}")
+
+    # ---- internals
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with self.cond:
+                self.connections.append(conn)
+                index = len(self.connections) - 1
+            self._spawn(self._serve, conn, index)
+
+    def _serve(self, conn: socket.socket, index: int) -> None:
+        buffer = b""
+        while True:
+            try:
+                data = conn.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                with self.cond:
+                    self.closed.add(index)
+                    self.cond.notify_all()
+                return
+            buffer += data
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                self._on_line(conn, index, raw)
+
+    def _on_line(self, conn: socket.socket, index: int, raw: bytes) -> None:
+        line = Received(index, time.monotonic(), raw)
+        replies = []
+        with self.cond:
+            self.received.append(line)
+            message = line.message
+            if self.extended and isinstance(message, dict):
+                if line.type == "hello":
+                    replies.append(
+                        self.server_message(
+                            "welcome",
+                            protocolVersion=1,
+                            features=message.get("features", []),
+                            lastSeq=self.last_seq,
+                            heartbeatIntervalMs=self.heartbeat_interval_ms,
+                        )
+                    )
+                elif isinstance(message.get("seq"), int) and self.ack_if(message):
+                    if message["seq"] > self.last_seq:
+                        self.recorded.append(message)
+                        self.last_seq = message["seq"]
+                    replies.append(self.server_message("ack", seq=self.last_seq))
+            self.cond.notify_all()
+        if replies and line.type == "hello" and self.welcome_delay:
+            time.sleep(self.welcome_delay)  # the peer is slow on purpose; the worker must wait
+        for reply in replies:
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def v1_payload(peer: Peer, data: Any, **extra: Any) -> dict[str, Any]:
+    return {"jobId": "j_1", "name": "fixture", "data": data, "socketPath": peer.address, **extra}
+
+
+def ext_payload(peer: Peer, data: Any, tmp: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        **v1_payload(peer, data),
+        "protocolVersion": 1,
+        "features": ALL_FEATURES,
+        "heartbeatIntervalMs": 50,
+        "heartbeatTimeoutMs": 150,
+        "reconnectWindowMs": 5000,
+        "maxLineBytes": 16777216,
+        "token": TOKEN,
+        "attempt": 1,
+        "maxAttempts": 3,
+        "spoolPath": str(tmp / "j_1.1.ndjson"),
+        **extra,
+    }
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without any job variables (ENV-1), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXTJOB_", "DONKEYLABS_"))}
+    return {**env, **extra}
+
+
+class Worker:
+    """A worker process: the fixture worker, or a script using the wrapper's API."""
+
+    def __init__(self, payload: Any, script: str | None = None, env: dict[str, str] | None = None):
+        args = [sys.executable, str(FIXTURE)]
+        if script is not None:
+            args = [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {str(WRAPPER_DIR)!r})\n" + script,
+            ]
+        stdin = payload if isinstance(payload, bytes) else json.dumps(payload).encode() + b"\n"
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_environment() if env is None else env,
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(stdin)
+        self.proc.stdin.close()
+        self.exited_at: float | None = None
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        status = self.proc.wait(timeout)
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
+        return status
+
+    def output(self) -> tuple[bytes, bytes]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        return self.proc.stdout.read(), self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def check_stream(messages: list[dict[str, Any]]) -> None:
+    """The stream rules every wrapper output must meet (STREAM-1, -2, -3, -5, TIME-1)."""
+    assert all(isinstance(m, dict) for m in messages), "every line is a JSON object (FRAME-1)"
+    assert {m["jobId"] for m in messages} == {"j_1"}, "STREAM-1"
+    first = next(m for m in messages if m["type"] != "hello")
+    assert first["type"] == "started", f"STREAM-2: first message is {first['type']}"
+    unsequenced = [m["timestamp"] for m in messages if "seq" not in m]
+    assert unsequenced == sorted(unsequenced), "STREAM-5: unsequenced timestamps decrease"
+    sequenced = sorted((m for m in messages if "seq" in m), key=lambda m: m["seq"])
+    stamps = [m["timestamp"] for m in sequenced]
+    assert stamps == sorted(stamps), "STREAM-5: sequenced timestamps decrease in seq order"
+    terminal = [i for i, m in enumerate(messages) if m["type"] in ("completed", "failed")]
+    if terminal:
+        after = messages[terminal[0] + 1 :]
+        assert all(m["type"] == "hello" or "seq" in m for m in after), (
+            "STREAM-3: sent after terminal"
+        )
