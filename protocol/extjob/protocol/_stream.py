@@ -2,115 +2,125 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from ._errors import RemoteProtocolError
 from ._messages import SEQUENCED_TYPES, Message
 from ._schemas import Problem
-from ._state import Attempt, AttemptState
+from ._state import TRANSITIONS, Attempt, AttemptState
 
-#: How many recorded messages a replay can be compared against (STREAM-4).
-#: Replays reach back only to unacknowledged messages, a short way; the bound
-#: keeps a million-line capture in constant memory.
+#: How many recorded messages back a replay is compared with its original
+#: (STREAM-4). Replays reach back only to unacknowledged messages, a short
+#: way; the bound keeps a capture of millions of lines in bounded memory.
 REPLAY_WINDOW = 65_536
+
+_RUNNING = AttemptState.RUNNING
+#: Types that leave a running attempt running: the common case, checked
+#: without a round trip through the Attempt (``started`` is a reconnect).
+_STAY_RUNNING = frozenset(
+    t for t, state in TRANSITIONS[_RUNNING].items() if state is _RUNNING and t != "started"
+)
+_NO_PROBLEMS: list[Problem] = []
 
 
 class StreamChecker:
     """Feed it every message of one stream in received order.
 
     ``check`` returns the problems a message causes; ``finish`` those of the
-    stream as a whole. Schema validity is checked before (``decode``).
+    stream as a whole. Schema validity is checked before (``decode``). This
+    runs once per line in ``extjob validate``, hence the flat code.
     """
 
     def __init__(self) -> None:
         self._attempt: Attempt | None = None
         self._count = 0
-        self._sequenced: bool | None = None  # STREAM-6, set by the first sequenced type
-        self._connection_seq = 0  # last seq since the latest hello
+        self._sequenced: bool | None = None  # STREAM-6: set by the first sequenced type
+        self._connection_seq = 0  # the last seq since the latest hello
         self._max_seq = 0
-        self._bodies: OrderedDict[int, Mapping[str, Any]] = OrderedDict()
-        self._last_sequenced_time: int | None = None
-        self._last_unsequenced_time: int | None = None
+        self._digests: dict[int, int] = {}  # seq -> digest of the first body, for replays
+        self._last_sequenced_time = 0
+        self._last_unsequenced_time = 0
 
     def check(self, msg: Message) -> list[Problem]:
         self._count += 1
-        if self._attempt is None:
-            self._attempt = Attempt(msg.job_id)
+        attempt = self._attempt
+        if attempt is None:
+            attempt = self._attempt = Attempt(msg.job_id)
             if msg.type not in ("hello", "started"):
                 return [Problem("STREAM-2", "type", f"first message is {msg.type!r}, not started")]
-        if msg.job_id != self._attempt.job_id:
-            return [
-                Problem("STREAM-1", "jobId", f"{msg.job_id!r}; stream is {self._attempt.job_id!r}")
-            ]
-        if msg.type == "hello":
-            self._connection_seq = 0
-        replay = msg.seq is not None and msg.seq <= self._max_seq
-        problems = self._check_seq(msg)
-        if problems or replay:
+        if msg.job_id != attempt.job_id:
+            return [Problem("STREAM-1", "jobId", f"{msg.job_id!r}; stream is {attempt.job_id!r}")]
+
+        seq = msg.seq
+        if msg.type in SEQUENCED_TYPES:
+            if self._sequenced is None:
+                self._sequenced = seq is not None
+            elif self._sequenced is (seq is None):
+                state = "lacks" if seq is None else "carries"
+                return [Problem("STREAM-6", "seq", f"{msg.type} {state} seq, unlike earlier ones")]
+
+        if seq is None:
+            if msg.type == "hello":
+                self._connection_seq = 0
+            problems = self._check_time(msg.timestamp, "_last_unsequenced_time")
+        else:
+            if seq <= self._connection_seq:
+                after = f"after {self._connection_seq} on one connection"
+                return [Problem("STREAM-4", "seq", f"{seq} {after}")]
+            self._connection_seq = seq
+            if seq <= self._max_seq:
+                return self._check_replay(msg)
+            self._remember(msg)
+            problems = self._check_time(msg.timestamp, "_last_sequenced_time")
+
+        if attempt.state is _RUNNING and msg.type in _STAY_RUNNING:
             return problems
-        problems += self._check_time(msg)
-        problems += self._check_lifecycle(msg)
-        return problems
+        return problems + self._check_lifecycle(attempt, msg)
 
     def finish(self) -> list[Problem]:
         if self._count == 0:
             return [Problem("STREAM-2", None, "empty stream: no message at all")]
         return []
 
-    def _check_seq(self, msg: Message) -> list[Problem]:
-        if msg.type in SEQUENCED_TYPES:
-            has_seq = msg.seq is not None
-            if self._sequenced is None:
-                self._sequenced = has_seq
-            elif self._sequenced != has_seq:
-                state = "carries" if has_seq else "lacks"
-                return [Problem("STREAM-6", "seq", f"{msg.type} {state} seq, unlike earlier ones")]
-        if msg.seq is None:
-            return []
-        if msg.seq <= self._connection_seq:
-            return [
-                Problem(
-                    "STREAM-4", "seq", f"{msg.seq} after {self._connection_seq} on one connection"
-                )
-            ]
-        self._connection_seq = msg.seq
-        if msg.seq > self._max_seq:
-            self._max_seq = msg.seq
-            self._bodies[msg.seq] = msg.body
-            if len(self._bodies) > REPLAY_WINDOW:
-                self._bodies.popitem(last=False)
-            return []
-        first = self._bodies.get(msg.seq)
-        if first is not None and first != msg.body:
-            return [
-                Problem("STREAM-4", "seq", f"replay of seq {msg.seq} differs from the original")
-            ]
+    def _remember(self, msg: Message) -> None:
+        assert msg.seq is not None  # only sequenced messages are replayed
+        self._max_seq = msg.seq
+        self._digests[msg.seq] = _digest(msg.body)
+        if len(self._digests) >= 2 * REPLAY_WINDOW:
+            oldest = msg.seq - REPLAY_WINDOW
+            self._digests = {s: d for s, d in self._digests.items() if s > oldest}
+
+    def _check_replay(self, msg: Message) -> list[Problem]:
+        assert msg.seq is not None  # a replay has a seq by definition
+        first = self._digests.get(msg.seq)
+        if first is not None and first != _digest(msg.body):
+            return [Problem("STREAM-4", "seq", f"replay of seq {msg.seq} differs from the first")]
+        return _NO_PROBLEMS
+
+    def _check_time(self, timestamp: int, last: str) -> list[Problem]:
+        previous: int = getattr(self, last)
+        setattr(self, last, timestamp)
+        if timestamp < previous:
+            return [Problem("STREAM-5", "timestamp", f"{timestamp} is before {previous}")]
         return []
 
-    def _check_time(self, msg: Message) -> list[Problem]:
-        if msg.seq is not None:
-            previous, self._last_sequenced_time = self._last_sequenced_time, msg.timestamp
-        else:
-            previous, self._last_unsequenced_time = self._last_unsequenced_time, msg.timestamp
-        if previous is not None and msg.timestamp < previous:
-            return [
-                Problem(
-                    "STREAM-5", "timestamp", f"{msg.timestamp} is before the previous {previous}"
-                )
-            ]
-        return []
-
-    def _check_lifecycle(self, msg: Message) -> list[Problem]:
-        assert self._attempt is not None  # set by check()
-        if self._attempt.state is AttemptState.FINISHED and msg.type != "hello":
-            what = "a second terminal message" if msg.is_terminal else f"{msg.type!r}"
+    def _check_lifecycle(self, attempt: Attempt, msg: Message) -> list[Problem]:
+        if attempt.state is AttemptState.FINISHED and msg.type != "hello":
+            what = "a second terminal message" if msg.is_terminal else repr(msg.type)
             return [Problem("STREAM-3", "type", f"{what} after the terminal message")]
         try:
-            verdict = self._attempt.receive(msg)
+            verdict = attempt.receive(msg)
         except RemoteProtocolError as exc:
             return [Problem(exc.requirement, exc.field, exc.detail)]
         if verdict.tolerated:
             return [Problem("STREAM-2", "type", f"{msg.type!r} before started (LIFE-1)")]
         return []
+
+
+def _digest(body: Mapping[str, Any]) -> int:
+    """Equal bodies, equal digests, whatever their key order (a plain int
+    keeps the window out of the garbage collector's way)."""
+    return hash(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))

@@ -1,0 +1,260 @@
+"""``extjob validate``: check captured message streams against the spec.
+
+Each input is one stream: the worker -> server lines of one attempt, as the
+server received them (SPEC section 9). Every line is checked against the
+schemas and the stream rules; each problem is reported with its line and
+requirement id, and the rest of the stream is still checked.
+
+Schema checks are independent per line, so large inputs fan them out in
+batches to worker processes; the stream rules need the order and run here,
+on lines the workers found valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
+from xml.etree import ElementTree
+
+from extjob.protocol import (
+    DEFAULT_MAX_LINE_BYTES,
+    LineBuffer,
+    OversizedLine,
+    Problem,
+    RemoteProtocolError,
+    StreamChecker,
+    decode,
+    message_of,
+    parse_line,
+)
+
+CHUNK_BYTES = 1 << 20
+BATCH_LINES = 4096
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem at a line of a stream (``line`` None: the stream as a whole)."""
+
+    source: str
+    line: int | None
+    problem: Problem
+
+
+@dataclass
+class StreamReport:
+    source: str
+    lines: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+
+def schema_problems(lines: list[bytes]) -> list[tuple[int, Problem]]:
+    """(index, problem) for each line of a batch that does not decode."""
+    found = []
+    for index, line in enumerate(lines):
+        try:
+            decode(line)
+        except RemoteProtocolError as exc:
+            found.append((index, Problem(exc.requirement, exc.field, exc.detail)))
+    return found
+
+
+class Validator:
+    """Checks streams; owns the worker processes (if any) across them."""
+
+    def __init__(self, jobs: int = 1, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+        self.jobs = jobs
+        self.max_line_bytes = max_line_bytes
+        self._pool: Executor | None = None
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool:
+            self._pool.shutdown(cancel_futures=True)
+
+    def check(self, source: str, chunks: Iterable[bytes]) -> StreamReport:
+        """Check one stream given as byte chunks; never raises for bad input."""
+        report = StreamReport(source)
+        checker = StreamChecker()
+        in_flight: deque[tuple[list[tuple[int, bytes]], Future[list[tuple[int, Problem]]]]]
+        in_flight = deque()
+        for batch in self._batches(chunks, report):
+            in_flight.append((batch, self._submit([line for _, line in batch])))
+            if len(in_flight) > 2 * self.jobs:
+                self._apply(*in_flight.popleft(), checker, report)
+        while in_flight:
+            self._apply(*in_flight.popleft(), checker, report)
+        report.findings += [Finding(source, None, problem) for problem in checker.finish()]
+        report.findings.sort(key=lambda f: f.line or 0)
+        return report
+
+    def _submit(self, lines: list[bytes]) -> Future[list[tuple[int, Problem]]]:
+        if self.jobs > 1:
+            if self._pool is None:
+                context = multiprocessing.get_context("fork")
+                self._pool = ProcessPoolExecutor(self.jobs, mp_context=context)
+            return self._pool.submit(schema_problems, lines)
+        done: Future[list[tuple[int, Problem]]] = Future()
+        done.set_result(schema_problems(lines))
+        return done
+
+    def _batches(
+        self, chunks: Iterable[bytes], report: StreamReport
+    ) -> Iterator[list[tuple[int, bytes]]]:
+        """Numbered non-blank lines in batches; oversized lines are reported here."""
+        buffer = LineBuffer(self.max_line_bytes)
+        batch: list[tuple[int, bytes]] = []
+        for chunk in _with_final_newline(chunks, buffer):
+            for line in buffer.feed(chunk):
+                report.lines += 1
+                if isinstance(line, OversizedLine):
+                    limit = f"{line.size} bytes, over the limit of {self.max_line_bytes}"
+                    problem = Problem("LIMIT-1", None, f"line of {limit}")
+                    report.findings.append(Finding(report.source, report.lines, problem))
+                elif line.strip():  # FRAME-3: blank lines are ignored
+                    batch.append((report.lines, line))
+            if len(batch) >= BATCH_LINES:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _apply(
+        self,
+        batch: list[tuple[int, bytes]],
+        schema_result: Future[list[tuple[int, Problem]]],
+        checker: StreamChecker,
+        report: StreamReport,
+    ) -> None:
+        bad = dict(schema_result.result())
+        check, source, findings = checker.check, report.source, report.findings
+        for index, (number, line) in enumerate(batch):
+            if index in bad:
+                problems = [bad[index]]
+            elif not (problems := check(message_of(parse_line(line)))):
+                continue  # the common case, kept cheap
+            findings += [Finding(source, number, problem) for problem in problems]
+
+
+def _with_final_newline(chunks: Iterable[bytes], buffer: LineBuffer) -> Iterator[bytes]:
+    """The chunks, and a newline if the last line lacks one: it is a line too."""
+    yield from chunks
+    if buffer.pending:
+        yield b"\n"
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK_BYTES):
+        yield chunk
+
+
+def _where(finding: Finding) -> str:
+    return f"{finding.source}:{finding.line}" if finding.line else finding.source
+
+
+def write_text(reports: list[StreamReport], out: TextIO) -> None:
+    for report in reports:
+        for finding in report.findings:
+            out.write(f"{_where(finding)}: {finding.problem}\n")
+    lines = sum(r.lines for r in reports)
+    problems = sum(len(r.findings) for r in reports)
+    invalid = sum(1 for r in reports if r.findings)
+    verdict = f"{problems} problem(s) in {invalid} stream(s)" if problems else "valid"
+    out.write(f"{len(reports)} stream(s), {lines} line(s): {verdict}\n")
+
+
+def write_github(reports: list[StreamReport], out: TextIO) -> None:
+    """GitHub Actions workflow commands: one annotation per problem."""
+    for report in reports:
+        for finding in report.findings:
+            line = f",line={finding.line}" if finding.line else ""
+            text = str(finding.problem).replace("%", "%25").replace("\n", "%0A")
+            title = finding.problem.requirement
+            out.write(f"::error file={finding.source}{line},title={title}::{text}\n")
+
+
+def write_junit(reports: list[StreamReport], out: TextIO) -> None:
+    """One test case per stream; its problems are the failure's text."""
+    failures = sum(1 for r in reports if r.findings)
+    suite = ElementTree.Element(
+        "testsuite", name="extjob validate", tests=str(len(reports)), failures=str(failures)
+    )
+    for report in reports:
+        case = ElementTree.SubElement(
+            suite, "testcase", classname="extjob.validate", name=report.source
+        )
+        if report.findings:
+            failure = ElementTree.SubElement(
+                case,
+                "failure",
+                message=f"{len(report.findings)} problem(s)",
+                type=report.findings[0].problem.requirement,
+            )
+            failure.text = "\n".join(f"{_where(f)}: {f.problem}" for f in report.findings)
+    ElementTree.indent(suite)
+    out.write(ElementTree.tostring(suite, encoding="unicode") + "\n")
+
+
+WRITERS: dict[str, Callable[[list[StreamReport], TextIO], None]] = {
+    "text": write_text,
+    "github": write_github,
+    "junit": write_junit,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status: 0 all valid, 1 a problem found, 2 a file could not be read."""
+    reports, unreadable = [], False
+    with Validator(args.jobs or os.cpu_count() or 1, args.max_line) as validator:
+        for path in args.files or ["-"]:
+            try:
+                if path == "-":
+                    reports.append(validator.check("<stdin>", _chunks(sys.stdin.buffer)))
+                else:
+                    with open(path, "rb") as stream:
+                        reports.append(validator.check(path, _chunks(stream)))
+            except OSError as exc:
+                print(f"extjob validate: cannot read {path}: {exc.strerror}", file=sys.stderr)
+                unreadable = True
+    WRITERS[args.format](reports, sys.stdout)
+    if unreadable:
+        return 2
+    return 1 if any(r.findings for r in reports) else 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check captured NDJSON message streams against the schemas and stream rules",
+        description="Check NDJSON message streams (one attempt per file) against the "
+        "JSON Schemas and the stream rules of SPEC.md section 9. "
+        "Exit status: 0 valid, 1 problems found, 2 usage error.",
+    )
+    parser.add_argument(
+        "files", nargs="*", metavar="FILE", help="one stream per file; - or none reads stdin"
+    )
+    parser.add_argument("--format", choices=sorted(WRITERS), default="text")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes for the schema checks (default: one per CPU)",
+    )
+    parser.add_argument(
+        "--max-line",
+        type=int,
+        default=DEFAULT_MAX_LINE_BYTES,
+        metavar="BYTES",
+        help="longest line accepted (LIMIT-1; default %(default)s)",
+    )
+    parser.set_defaults(func=run)

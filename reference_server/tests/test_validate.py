@@ -1,0 +1,148 @@
+"""``extjob validate``: per-line findings, exit codes, formats, hostile input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from extjob.protocol import SCHEMA_DIR
+from extjob.validate import Validator
+
+EXAMPLES = SCHEMA_DIR / "examples"
+
+
+def extjob(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "extjob.cli", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def line(type_: str, ts: int = 1, **fields: object) -> bytes:
+    return json.dumps({"type": type_, "jobId": "j", "timestamp": ts, **fields}).encode() + b"\n"
+
+
+def findings(path: Path, jobs: int = 1) -> list[tuple[int | None, str]]:
+    with Validator(jobs=jobs) as validator, path.open("rb") as stream:
+        report = validator.check(str(path), iter(lambda: stream.read(1 << 16), b""))
+    return [(f.line, f.problem.requirement) for f in report.findings]
+
+
+def test_the_example_stream_is_valid() -> None:
+    result = extjob("validate", str(EXAMPLES / "job.ndjson"))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip().endswith("11 line(s): valid")
+
+
+def test_each_problem_is_one_line_with_file_line_requirement_and_field() -> None:
+    path = EXAMPLES / "broken.ndjson"
+    result = extjob("validate", str(path))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[:5] == [
+        f"{path}:1: STREAM-2: type: first message is 'heartbeat', not started",
+        f"{path}:3: MSG-4: percent: 150 is greater than the maximum of 100",
+        f"{path}:4: FRAME-3: not valid JSON: unexpected control character in string: "
+        "line 1 column 77 (char 76)",
+        f"{path}:5: STREAM-1: jobId: 'job_other'; stream is 'job_7f3a9c'",
+        f"{path}:7: STREAM-3: type: 'heartbeat' after the terminal message",
+    ]
+
+
+def test_github_format_annotates_each_line() -> None:
+    result = extjob("validate", "--format", "github", str(EXAMPLES / "broken.ndjson"))
+    assert result.returncode == 1
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"::error file={EXAMPLES / 'broken.ndjson'},line=1,title=STREAM-2::")
+
+
+def test_junit_format_is_xml_with_one_case_per_stream() -> None:
+    result = extjob(
+        "validate",
+        "--format",
+        "junit",
+        str(EXAMPLES / "job.ndjson"),
+        str(EXAMPLES / "broken.ndjson"),
+    )
+    suite = ElementTree.fromstring(result.stdout)
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    failure = suite.find("testcase/failure")
+    assert failure is not None and failure.get("message") == "5 problem(s)"
+
+
+def test_an_unreadable_file_is_a_usage_error_but_the_others_are_still_checked() -> None:
+    result = extjob("validate", "/nonexistent/stream.ndjson", str(EXAMPLES / "broken.ndjson"))
+    assert result.returncode == 2
+    assert "cannot read /nonexistent/stream.ndjson" in result.stderr
+    assert "STREAM-2" in result.stdout
+
+
+def test_a_bad_option_is_a_usage_error() -> None:
+    assert extjob("validate", "--format", "yaml").returncode == 2
+
+
+def test_stdin_is_read_when_no_file_is_given() -> None:
+    result = extjob("validate", stdin=line("started") + line("completed", 2))
+    assert result.returncode == 0, result.stdout
+
+
+def test_an_empty_file_is_an_empty_stream(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.ndjson"
+    empty.write_bytes(b"")
+    assert findings(empty) == [(None, "STREAM-2")]
+
+
+def test_garbage_gets_an_error_per_line_and_the_rest_is_still_checked(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.ndjson"
+    path.write_bytes(
+        line("started")
+        + bytes(range(256)).replace(b"\n", b"")
+        + b"\n"
+        + b'{"type":"log","jobId":"j","timestamp":2,"level":"info","message":"\xff"}\n'
+        + b"\n   \n"  # blank lines are ignored (FRAME-3)
+        + line("progress", 3, percent=-5)
+        + line("completed", 4)
+        + line("heartbeat", 5)
+    )
+    assert findings(path) == [(2, "FRAME-3"), (3, "FRAME-3"), (6, "MSG-4"), (8, "STREAM-3")]
+
+
+def test_a_100_mb_line_is_one_error_and_the_next_lines_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "huge.ndjson"
+    with path.open("wb") as out:
+        out.write(line("started"))
+        for _ in range(100):
+            out.write(b"x" * (1 << 20))
+        out.write(b"\n" + line("progress", 2, percent=101) + line("completed", 3))
+    assert findings(path) == [(2, "LIMIT-1"), (3, "MSG-4")]
+
+
+def test_a_last_line_without_newline_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "tail.ndjson"
+    path.write_bytes(line("started") + line("log", 2, level="loud", message="m").rstrip())
+    assert findings(path) == [(2, "MSG-6")]
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_worker_processes_find_exactly_what_one_process_finds(tmp_path: Path, jobs: int) -> None:
+    path = tmp_path / "long.ndjson"
+    with path.open("wb") as out:
+        out.write(line("started", seq=1))
+        for i in range(2, 20_000):
+            if i % 997 == 0:
+                out.write(line("progress", i, seq=i, percent=500))  # schema error
+            elif i % 1999 == 0:
+                out.write(line("log", i - 10_000, seq=i, level="info", message="x"))  # STREAM-5
+            else:
+                out.write(line("log", i, seq=i, level="info", message=f"line {i}"))
+        out.write(line("completed", 30_000, seq=20_000))
+    single = findings(path)
+    assert len(single) == 30
+    assert findings(path, jobs=jobs) == single
