@@ -6,6 +6,9 @@ import argparse
 import sys
 
 from extjob import validate
+from extjob.client import commands as client
+from extjob.client import demo
+from extjob.server.http import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     validate.add_parser(commands)
+    serve.add_parser(commands)
+    client.add_parsers(commands)
+    demo.add_parser(commands)
     return parser
 
 
