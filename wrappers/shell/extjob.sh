@@ -1,0 +1,977 @@
+# shellcheck shell=bash
+#
+# extjob.sh: the worker side of the external job protocol for bash scripts.
+# Implements protocol/SPEC.md (v1 core and the auth, replay, control, spool
+# and checkpoint extensions). Source it, call job_init, then report:
+#
+#   source extjob.sh
+#   job_init
+#   steps=$(job_data_get '.steps // 5')
+#   for ((i = 1; i <= steps; i++)); do job_progress $((i * 100 / steps)) "step $i"; done
+#   job_complete '{"steps": '"$steps"'}'
+#
+# Needs: bash 4.4+, jq (to read the payload and to check JSON arguments),
+# socat (only when the server listens on a Unix socket; TCP uses bash's own
+# /dev/tcp). job_init checks for them and exits 2 naming what is missing.
+#
+# How it works. job_init starts ONE background bash process, the connection
+# agent, which owns the connection for the whole job: it connects (and
+# reconnects with backoff, RECONNECT-1), says hello and waits for welcome
+# (AUTH-2), numbers messages and keeps them until acknowledged (REPLAY-*),
+# heartbeats while the job code is busy or blocked (HB-2), surfaces cancel
+# (CANCEL-3) and spools an undeliverable result (SPOOL-2). The public functions
+# below only format JSON in pure bash (no process per message) and hand each
+# message to the agent over a FIFO; the agent stamps it (TIME-1) and sends it.
+# A cancel request is surfaced as a flag file (job_cancel_requested) and as a
+# callback (job_on_cancel, run from a USR1 trap).
+#
+# Ending. job_complete and job_fail send the terminal message, wait until it
+# is acknowledged (or, for a v1 server, written; or spooled) and exit the
+# script with 0 or 1 (EXIT-2). job_run FUNC completes the job when FUNC
+# returns 0 and fails it, with a stack, when FUNC returns or exits non-zero.
+# A script that exits without any of these sends no terminal message: the
+# agent delivers what is pending and the server decides by the exit status
+# (EXIT-1: 0 completes with a null result, anything else fails).
+#
+# Limits of bash: strings cannot hold NUL bytes (bash drops them before we see
+# them); call the job_* functions from the job's own shell, not from
+# background subshells, if you need the exit behaviour of job_complete.
+
+# ---------------------------------------------------------------- public API
+
+#######################################
+# Reads the payload, connects and sends `started`.
+# Globals (set): JOB_ID, JOB_NAME, JOB_DATA (compact JSON), JOB_ATTEMPT,
+#   JOB_MAX_ATTEMPTS, JOB_CHECKPOINT (compact JSON, empty when none)
+# Arguments: [heartbeat seconds], used only when the payload has no
+#   heartbeatIntervalMs (the original's job_init argument)
+# Outputs: one line on stderr and exit 2 on a missing or malformed payload or
+#   a missing tool (PAY-6)
+# Example: job_init
+#######################################
+job_init() {
+  local hb_arg=${1:-}
+  _extjob_check_tools || exit 2
+  _extjob_read_payload "$hb_arg" || exit 2
+  _extjob_start_agent || exit 2
+  _extjob_send started ''
+}
+
+#######################################
+# Prints the job's data, or the result of a jq filter applied to it (strings
+# raw, other values as JSON).
+# Arguments: [jq filter] (default: the whole data)
+# Returns: jq's status
+# Example: steps=$(job_data_get '.steps // 5')
+#######################################
+job_data_get() {
+  jq -r "${1:-.}" <<<"${JOB_DATA}"
+}
+
+#######################################
+# Reports progress (MSG-4).
+# Arguments: percent (number 0-100), [message], [data: a JSON object]
+# Returns: 0, or 2 with a line on stderr for a bad argument
+# Example: job_progress 50 "halfway" '{"step": "resize"}'
+#######################################
+job_progress() {
+  local percent=${1:-} message=${2-} data=${3:-} body
+  if ! [[ ${percent} =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] \
+    || ((${percent%%.*} > 100)) || [[ ${percent} == 100.*[1-9]* ]]; then
+    _extjob_err "job_progress: percent must be a number from 0 to 100, got '${percent}'"
+    return 2
+  fi
+  body="\"percent\":${percent}"
+  if (($# >= 2)); then
+    _extjob_quote "${message}"
+    body+=",\"message\":${_extjob_q}"
+  fi
+  if [[ -n ${data} ]]; then
+    _extjob_json "${data}" object || return 2
+    body+=",\"data\":${_extjob_q}"
+  fi
+  _extjob_send progress "${body}"
+}
+
+#######################################
+# Writes a job log entry (MSG-6).
+# Arguments: level (debug|info|warn|error), message, [data: a JSON object]
+# Returns: 0, or 2 with a line on stderr for a bad argument
+# Example: job_log warn "slow disk" '{"ms": 812}'
+#######################################
+job_log() {
+  local level=${1:-} message=${2-} data=${3:-} body
+  case ${level} in
+    debug | info | warn | error) ;;
+    *)
+      _extjob_err "job_log: level must be debug, info, warn or error, got '${level}'"
+      return 2
+      ;;
+  esac
+  _extjob_quote "${message}"
+  body="\"level\":\"${level}\",\"message\":${_extjob_q}"
+  if [[ -n ${data} ]]; then
+    _extjob_json "${data}" object || return 2
+    body+=",\"data\":${_extjob_q}"
+  fi
+  _extjob_send log "${body}"
+}
+
+#######################################
+# Shortcuts for job_log at one level.
+# Arguments: message, [data: a JSON object]
+# Example: job_info "resized" '{"w": 640}'
+#######################################
+job_debug() { job_log debug "$@"; }
+job_info() { job_log info "$@"; }
+job_warn() { job_log warn "$@"; }
+job_error() { job_log error "$@"; }
+
+#######################################
+# Completes the job (MSG-7), waits for the acknowledgement and exits 0.
+# A result larger than maxLineBytes fails the job instead (LIMIT-1).
+# Arguments: [result: any JSON value] (default null)
+# Returns: 2 with a line on stderr (and does not exit) if result is not JSON
+# Example: job_complete '{"frames": 240}'
+#######################################
+job_complete() {
+  local result=${1:-null} size
+  _extjob_json "${result}" || return 2
+  _extjob_line_size completed "\"result\":${_extjob_q}"
+  size=${_extjob_size}
+  if ((size > _extjob_max_line)); then
+    _extjob_terminal failed 1 "\"error\":\"result too large: ${size} bytes\""
+  fi
+  _extjob_terminal completed 0 "\"result\":${_extjob_q}"
+}
+
+#######################################
+# Fails the job (MSG-8), waits for the acknowledgement and exits 1.
+# Arguments: [--no-retry] (retryable: false, CKPT-4), error text, [stack]
+# Example: job_fail "disk full" "$(caller)"
+#######################################
+job_fail() {
+  local retryable=''
+  if [[ ${1:-} == --no-retry ]]; then
+    retryable=',"retryable":false'
+    shift
+  fi
+  local error=${1:-job failed} stack=${2-} body
+  _extjob_quote "${error}"
+  body="\"error\":${_extjob_q}"
+  if (($# >= 2)); then
+    _extjob_quote "${stack}"
+    body+=",\"stack\":${_extjob_q}"
+  fi
+  body+=${retryable}
+  _extjob_line_size failed "${body}"
+  if ((_extjob_size > _extjob_max_line)); then
+    # Keep the error readable and the line sendable (LIMIT-1).
+    _extjob_quote "${error:0:4096}"
+    body="\"error\":${_extjob_q},\"stack\":\"(stack dropped: too large)\"${retryable}"
+  fi
+  _extjob_terminal failed 1 "${body}"
+}
+
+#######################################
+# Runs a handler in the current shell: when it returns 0 the job completes
+# with the JSON in JOB_RESULT (default null); when it returns or exits
+# non-zero the job fails with the failing command and a stack (WRAP-2).
+# The handler may also call job_complete or job_fail itself.
+# Arguments: function name, [arguments...]
+# Example: job_run resize "$input"
+#######################################
+job_run() {
+  local -
+  local status previous_err_trap
+  previous_err_trap=$(trap -p ERR)
+  set -o errtrace
+  _extjob_handler=$1
+  _extjob_stack=''
+  _extjob_err_depth=0
+  trap '_extjob_record_error $?' ERR
+  # Not `"$@" || status=$?`: that would switch off the handler's `set -e`
+  # and ERR trap. With `set -e` a failure exits, and _extjob_on_exit fails.
+  "$@"
+  status=$?
+  eval "${previous_err_trap:-trap - ERR}"
+  _extjob_handler=''
+  if ((status == 0)); then
+    job_complete "${JOB_RESULT:-null}"
+  fi
+  job_fail "$1 failed with status ${status}${_extjob_stack:+: ${_extjob_failed_command}}" \
+    "${_extjob_stack:-at $1}"
+}
+
+#######################################
+# Saves a checkpoint (CKPT-1) that a later attempt receives in
+# JOB_CHECKPOINT. A server that does not offer `checkpoint` keeps none, and
+# then this only updates JOB_CHECKPOINT.
+# Arguments: data (any JSON value)
+# Returns: 0, or 2 with a line on stderr if data is not JSON
+# Example: job_checkpoint '{"page": 12}'
+#######################################
+job_checkpoint() {
+  _extjob_json "${1-}" || return 2
+  JOB_CHECKPOINT=${_extjob_q}
+  if [[ ${_extjob_features} == *' checkpoint '* ]]; then
+    _extjob_send checkpoint "\"data\":${_extjob_q}"
+  fi
+}
+
+#######################################
+# Prints the last checkpoint: the one saved in this attempt, else the one of
+# an earlier attempt from the payload (CKPT-2).
+# Returns: 1 when there is none
+# Example: if cp=$(job_checkpoint_get); then page=$(jq .page <<<"$cp"); fi
+#######################################
+job_checkpoint_get() {
+  [[ -n ${JOB_CHECKPOINT} ]] || return 1
+  printf '%s\n' "${JOB_CHECKPOINT}"
+}
+
+#######################################
+# Tells whether the server asked the job to stop (CANCEL-3), or the process
+# got SIGTERM while a cancel handler was registered.
+# Returns: 0 if a cancel was requested, 1 otherwise
+# Example: while ! job_cancel_requested; do work_a_bit; done
+#######################################
+job_cancel_requested() {
+  [[ -e ${_extjob_dir}/cancel ]]
+}
+
+#######################################
+# Prints why the job was cancelled ("requested", "timeout", "shutdown",
+# "signal", ...), or nothing.
+#######################################
+job_cancel_reason() {
+  if job_cancel_requested; then
+    printf '%s\n' "$(<"${_extjob_dir}/cancel")"
+  fi
+}
+
+#######################################
+# Registers a function to call once when a cancel is requested (by the
+# server, or by SIGTERM). It runs from a trap: bash runs traps between
+# commands, so wait in interruptible steps (`sleep 60 & wait $!`). The job
+# code decides how to stop; the wrapper never ends the job by itself.
+# Arguments: function name
+# Example: job_on_cancel on_cancel
+#######################################
+job_on_cancel() {
+  _extjob_cancel_handler=$1
+  trap '_extjob_cancel_signal USR1' USR1
+  trap '_extjob_cancel_signal TERM' TERM
+  printf 'H\n' >&"${_extjob_fd}"
+  if job_cancel_requested; then
+    _extjob_cancel_signal USR1
+  fi
+}
+
+# ------------------------------------------------------------ private: JSON
+
+# _extjob_ctl[i] is the control character i (1..31), built once without
+# starting a process.
+declare -a _extjob_ctl=()
+_extjob_init_ctl() {
+  local i hex
+  for ((i = 1; i < 32; i++)); do
+    printf -v hex '%02x' "${i}"
+    printf -v "_extjob_ctl[i]" '%b' "\\x${hex}"
+  done
+}
+_extjob_init_ctl
+
+# Sets _extjob_q to STRING as a JSON string (FRAME-2, WRAP-3): every control
+# character escaped, invalid UTF-8 and lone surrogates replaced by U+FFFD.
+# Pure bash for the usual sizes; jq for huge or invalid text, where bash's
+# pattern substitution is too slow or cannot repair.
+_extjob_quote() {
+  local s=$1 t LC_ALL=C
+  if ((${#s} > 65536)); then
+    _extjob_q=$(printf '%s' "${s}" | jq -Rs .)
+    return
+  fi
+  if [[ ${s} == *[$'\x80'-$'\xff']* ]]; then
+    t=${s//[$'\xf1'-$'\xf3'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+    t=${t//$'\xf0'[$'\x90'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+    t=${t//$'\xf4'[$'\x80'-$'\x8f'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+    t=${t//[$'\xe1'-$'\xec'$'\xee'$'\xef'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+    t=${t//$'\xe0'[$'\xa0'-$'\xbf'][$'\x80'-$'\xbf']/x}
+    t=${t//$'\xed'[$'\x80'-$'\x9f'][$'\x80'-$'\xbf']/x}
+    t=${t//[$'\xc2'-$'\xdf'][$'\x80'-$'\xbf']/x}
+    if [[ ${t} == *[$'\x80'-$'\xff']* ]]; then
+      _extjob_q=$(printf '%s' "${s}" | jq -Rs .)
+      return
+    fi
+  fi
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  if [[ ${s} == *[$'\x01'-$'\x1f']* ]]; then
+    s=${s//$'\n'/\\n}
+    s=${s//$'\r'/\\r}
+    s=${s//$'\t'/\\t}
+    local code
+    for ((code = 1; code < 32; code++)); do
+      [[ ${s} == *"${_extjob_ctl[code]}"* ]] || continue
+      printf -v t '\\u%04x' "${code}"
+      s=${s//"${_extjob_ctl[code]}"/${t}}
+    done
+  fi
+  _extjob_q="\"${s}\""
+}
+
+# Sets _extjob_q to TEXT as compact JSON, checked by jq; with `object`, the
+# value must be an object (MSG-4, MSG-6). Multi-line input is made one line.
+_extjob_json() {
+  local text=$1 kind=${2:-value} out
+  if ! out=$(printf '%s' "${text}" | jq -cs --arg kind "${kind}" '
+      if length != 1 then error("expected one JSON value, got \(length)")
+      elif $kind == "object" and (.[0] | type) != "object"
+      then error("expected a JSON object, got \(.[0] | type)")
+      else .[0] end' 2>&1); then
+    _extjob_err "${FUNCNAME[1]}: not valid JSON: ${out##*: }"
+    return 2
+  fi
+  _extjob_q=${out}
+}
+
+# Sets _extjob_size to the bytes of the line a message would take on the
+# wire (with the longest timestamp and seq we can produce).
+_extjob_line_size() {
+  local LC_ALL=C
+  local head="{\"type\":\"$1\",\"jobId\":${_extjob_job_json},\"timestamp\":0000000000000,\"seq\":0000000000,}"
+  _extjob_size=$((${#head} + ${#2}))
+}
+
+# ------------------------------------------------------- private: job shell
+
+_extjob_err() {
+  printf 'extjob.sh: %s\n' "$*" >&2
+}
+
+_extjob_check_tools() {
+  if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+    _extjob_err "bash 4.4 or newer is required (this is ${BASH_VERSION})"
+    return 1
+  fi
+  if ! command -v jq >/dev/null; then
+    _extjob_err "jq is required to read the job payload; install jq"
+    return 1
+  fi
+}
+
+# Reads the stdin payload with one jq run, falls back to the environment
+# (ENV-2) and sets the job's globals. Prints one line and fails on a missing
+# or malformed payload (PAY-6).
+_extjob_read_payload() {
+  local hb_arg=$1 out
+  # shellcheck disable=SC2016 # $-names below are jq variables
+  out=$(jq -nr '
+    def check(f; test; what):
+      if has(f) and (.[f] | test | not) then error("payload field \(f) must be \(what)") else . end;
+    def int_min(n): type == "number" and . == floor and . >= n;
+    (try input catch (if . == "break" or . == "No more inputs" then {} else
+       error("payload is not valid JSON: \(.)") end))
+    | if type != "object" then error("payload is not a JSON object (got \(type))") else . end
+    | check("jobId"; type == "string"; "a string")
+    | check("name"; type == "string"; "a string")
+    | check("socketPath"; type == "string"; "a string")
+    | check("protocolVersion"; . == 1; "1")
+    | check("features"; type == "array" and all(.[]; type == "string"); "an array of strings")
+    | check("heartbeatIntervalMs"; int_min(10); "an integer >= 10")
+    | check("heartbeatTimeoutMs"; int_min(30); "an integer >= 30")
+    | check("reconnectWindowMs"; int_min(0); "an integer >= 0")
+    | check("maxLineBytes"; int_min(65536); "an integer >= 65536")
+    | check("token"; type == "string" and length >= 16 and length <= 256; "a string of 16-256 characters")
+    | check("attempt"; int_min(1); "an integer >= 1")
+    | check("maxAttempts"; int_min(1); "an integer >= 1")
+    | check("spoolPath"; type == "string" and length > 0; "a non-empty string")
+    | if has("token") and (has("protocolVersion") and has("features") | not)
+      then error("payload has a token but no protocolVersion and features") else . end
+    | @sh "p_job=\(.jobId // "") p_name=\(.name // "") p_socket=\(.socketPath // "")",
+      @sh "p_data=\(if has("data") then .data else {} end | tojson)",
+      @sh "p_checkpoint=\(if has("checkpoint") then .checkpoint | tojson else "" end)",
+      @sh "p_features=\(.features // [] | join(" ")) p_token=\(.token // "")",
+      @sh "p_hb=\(.heartbeatIntervalMs // "") p_window=\(.reconnectWindowMs // 60000)",
+      @sh "p_max_line=\(.maxLineBytes // 16777216) p_spool=\(.spoolPath // "")",
+      @sh "p_attempt=\(.attempt // 1) p_max_attempts=\(.maxAttempts // 1)"
+  ' 2>&1)
+  if [[ ${out} != p_job=* ]]; then
+    _extjob_err "bad job payload on stdin (PAY-6): ${out#jq: error (at <unknown>): }"
+    return 1
+  fi
+  local p_job p_name p_socket p_data p_checkpoint p_features p_token p_hb p_window
+  local p_max_line p_spool p_attempt p_max_attempts
+  eval "${out}"
+  p_job=${p_job:-${EXTJOB_JOB_ID:-${DONKEYLABS_JOB_ID:-}}}
+  p_name=${p_name:-${EXTJOB_JOB_NAME:-${DONKEYLABS_JOB_NAME:-}}}
+  p_socket=${p_socket:-${EXTJOB_SOCKET_PATH:-${DONKEYLABS_SOCKET_PATH:-}}}
+  if [[ -z ${p_socket} && -n ${DONKEYLABS_TCP_PORT:-} ]]; then
+    p_socket="tcp://127.0.0.1:${DONKEYLABS_TCP_PORT}"
+  fi
+  local field
+  local var
+  for field in p_job:jobId p_name:name p_socket:socketPath; do
+    var=${field%%:*}
+    if [[ -z ${!var} ]]; then
+      _extjob_err "bad job payload on stdin (PAY-6): no ${field#*:} in the payload or the environment"
+      return 1
+    fi
+  done
+  if ((${#p_job} > 256)); then
+    _extjob_err "bad job payload on stdin (PAY-6): jobId is longer than 256 characters"
+    return 1
+  fi
+  if [[ ${p_socket} == tcp://* ]]; then
+    local re='^tcp://(\[([0-9A-Fa-f:.]+)\]|([^]/:[]+)):([0-9]+)$'
+    if ! [[ ${p_socket} =~ ${re} ]]; then
+      _extjob_err "bad job payload on stdin (TRANS-1): socketPath '${p_socket}' is not tcp://HOST:PORT"
+      return 1
+    fi
+    _extjob_host=${BASH_REMATCH[2]:-${BASH_REMATCH[3]}}
+    _extjob_port=${BASH_REMATCH[4]}
+  elif ! command -v socat >/dev/null; then
+    _extjob_err "socat is required to connect to the Unix socket ${p_socket}; install socat"
+    return 1
+  fi
+  # shellcheck disable=SC2034 # read by the job code
+  declare -g JOB_ID=${p_job} JOB_NAME=${p_name} JOB_DATA=${p_data} \
+    JOB_CHECKPOINT=${p_checkpoint} JOB_ATTEMPT=${p_attempt} JOB_MAX_ATTEMPTS=${p_max_attempts}
+  _extjob_socket=${p_socket}
+  _extjob_quote "${p_job}"
+  _extjob_job_json=${_extjob_q}
+  _extjob_quote "${p_token}"
+  _extjob_token_json=${_extjob_q}
+  _extjob_max_line=${p_max_line}
+  _extjob_window=${p_window}
+  _extjob_spool_path=${p_spool}
+  _extjob_hb=${p_hb:-$((${hb_arg:-5} * 1000))}
+  # NEG-2: use what is offered and implemented; everything needs auth's hello.
+  _extjob_features=' '
+  if [[ " ${p_features} " == *' auth '* && -n ${p_token} ]]; then
+    for field in ${p_features}; do
+      case ${field} in
+        auth | replay | control | spool | checkpoint) _extjob_features+="${field} " ;;
+      esac
+    done
+  fi
+}
+
+# Starts the connection agent and opens the pipe to it.
+_extjob_start_agent() {
+  _extjob_dir=$(mktemp -d "${TMPDIR:-/tmp}/extjob.XXXXXX") || return 1
+  mkfifo -m 600 "${_extjob_dir}/events" "${_extjob_dir}/done" || return 1
+  _extjob_msg_n=0
+  _extjob_done=''
+  _extjob_cancel_handler=''
+  _extjob_cancel_called=''
+  # Started twice removed, so that a plain `wait` in the job script does not
+  # wait for the agent too.
+  ( (_extjob_agent) </dev/null >/dev/null & )
+  # Both opens block until the agent has its ends open (it holds `done` for
+  # writing until it exits).
+  exec {_extjob_fd}>"${_extjob_dir}/events"
+  exec {_extjob_done_fd}<"${_extjob_dir}/done"
+  trap '_extjob_on_exit $?' EXIT
+}
+
+# Hands a message to the agent; a body too large for one atomic pipe write
+# goes through a file.
+_extjob_send() {
+  local type=$1 body=$2 size
+  [[ -z ${_extjob_done} ]] || return 0 # LIFE-4: nothing after the terminal
+  if ((${#body} <= 3500)); then
+    printf 'M %s %s\n' "${type}" "${body}" >&"${_extjob_fd}"
+    return
+  fi
+  _extjob_line_size "${type}" "${body}"
+  size=${_extjob_size}
+  if ((size > _extjob_max_line)); then
+    _extjob_err "${type} message of ${size} bytes is larger than maxLineBytes ${_extjob_max_line} (LIMIT-1)"
+    return 2
+  fi
+  local file=${_extjob_dir}/m.$((++_extjob_msg_n))
+  printf '%s' "${body}" >"${file}"
+  printf 'F %s %s\n' "${type}" "${file}" >&"${_extjob_fd}"
+}
+
+# Sends a terminal message, waits for the agent to deliver it and exits.
+_extjob_terminal() {
+  local type=$1 status=$2 body=$3
+  _extjob_send "${type}" "${body}"
+  _extjob_done=${type}
+  _extjob_finish
+  exit "${status}"
+}
+
+# Closes the pipe to the agent and waits until it has delivered (or spooled)
+# everything (EXIT-3).
+_extjob_finish() {
+  exec {_extjob_fd}>&-
+  read -r -u "${_extjob_done_fd}" _
+  exec {_extjob_done_fd}<&-
+  return 0
+}
+
+_extjob_on_exit() {
+  local status=$1
+  [[ -z ${_extjob_done} ]] || return 0
+  if [[ -n ${_extjob_handler:-} && ${status} != 0 ]]; then
+    # `exit` or `set -e` inside job_run's handler: fail the job (WRAP-2).
+    local handler=${_extjob_handler}
+    _extjob_handler=''
+    job_fail "${handler} exited with status ${status}${_extjob_stack:+: ${_extjob_failed_command}}" \
+      "${_extjob_stack:-at ${handler}}"
+  fi
+  _extjob_done='exit'
+  printf 'X %s\n' "${status}" >&"${_extjob_fd}"
+  _extjob_finish
+}
+
+# ERR trap of job_run: remembers the failing command and the call stack. A
+# function returning the status of its failed command fires the trap again
+# one level up; that keeps the deeper record.
+_extjob_record_error() {
+  local status=$1 i depth=${#FUNCNAME[@]}
+  if ((depth < _extjob_err_depth && status == _extjob_err_status)); then
+    _extjob_err_depth=${depth}
+    return 0
+  fi
+  _extjob_err_depth=${depth}
+  _extjob_err_status=${status}
+  _extjob_failed_command="${BASH_COMMAND} (status ${status})"
+  _extjob_stack="${BASH_COMMAND}"
+  for ((i = 1; i < ${#FUNCNAME[@]}; i++)); do
+    [[ ${FUNCNAME[i]} == job_run ]] && break
+    _extjob_stack+=$'\n'"  at ${FUNCNAME[i]} (${BASH_SOURCE[i]}:${BASH_LINENO[i - 1]})"
+  done
+}
+
+_extjob_cancel_signal() {
+  if [[ $1 == TERM && ! -e ${_extjob_dir}/cancel ]]; then
+    printf 'signal\n' >"${_extjob_dir}/cancel"
+  fi
+  if [[ -z ${_extjob_cancel_called} && -n ${_extjob_cancel_handler} ]]; then
+    _extjob_cancel_called=1
+    "${_extjob_cancel_handler}"
+  fi
+}
+
+# ------------------------------------------------ private: connection agent
+
+# The agent's state lives in its own process (names _a_*). Outbox:
+# _a_ob[id] is a message line kept until acknowledged (replay) or written
+# (v1); with replay, id is the message's seq. It reads one FIFO that carries
+# both the job shell's messages and its connection readers' events, so one
+# `read -t` waits for all of them and for the next timer.
+_extjob_agent() {
+  set +o errexit +o nounset +o pipefail +o errtrace
+  trap - ERR EXIT USR1
+  trap '' PIPE INT
+  trap ':' TERM HUP # outlive the group's SIGTERM long enough to deliver
+  export LC_ALL=C
+  local _a_ev _a_done
+  exec {_a_ev}<>"${_extjob_dir}/events"
+  exec {_a_done}>"${_extjob_dir}/done"
+  local -a _a_ob=() _a_type=()
+  local _a_id=0 _a_first=1 _a_sent=0 _a_bytes=0 _a_count=0 _a_dropped=0
+  local _a_conn=0 _a_state=down _a_sock='' _a_pid='' _a_retry_at=0 _a_backoff=100
+  local _a_hb=${_extjob_hb} _a_hb_at=0 _a_ack_at=0 _a_term=0 _a_last_progress=0
+  local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb='' _a_partial=''
+  local _a_replay='' _a_ext='' _a_now=0 _a_ts=0 _a_last_ts=0 _a_line _a_t _a_down_since
+  [[ ${_extjob_features} == *' auth '* ]] && _a_ext=1
+  [[ ${_extjob_features} == *' replay '* ]] && _a_replay=1
+  _extjob_now
+  _a_down_since=${_a_now}
+  _extjob_a_connect
+  while :; do
+    _extjob_a_timers
+    _extjob_a_should_exit && break
+    _extjob_a_wait_time
+    if IFS= read -r -t "${_a_t}" -u "${_a_ev}" _a_line; then
+      _extjob_a_event "${_a_partial}${_a_line}"
+      _a_partial=''
+    elif (($? > 128)); then
+      _a_partial+=${_a_line} # timed out inside a line: keep what came
+    fi
+  done
+  _extjob_a_disconnect graceful
+  rm -rf "${_extjob_dir}"
+  printf 'done\n' >&"${_a_done}"
+}
+
+# Sets _a_now to the wall clock in milliseconds.
+_extjob_now() {
+  local t=${EPOCHREALTIME//[!0-9]/}
+  if [[ -n ${t} ]]; then
+    _a_now=$((10#${t} / 1000))
+  else # bash 4.4: whole seconds
+    printf -v t '%(%s)T' -1
+    _a_now=$((t * 1000))
+  fi
+}
+
+# Sets _a_ts to the timestamp of a message: never decreasing (TIME-1).
+_extjob_a_stamp() {
+  ((_a_now > _a_last_ts)) && _a_last_ts=${_a_now}
+  _a_ts=${_a_last_ts}
+}
+
+# Sets _a_t to the seconds until the nearest deadline (for read -t).
+_extjob_a_wait_time() {
+  local next=$((_a_now + 1000)) # also poll that the job shell is alive
+  if [[ ${_a_state} == down && -z ${_a_refused} ]] && ((_a_retry_at < next)); then
+    next=${_a_retry_at}
+  fi
+  ((_a_hb_at && _a_hb_at < next)) && next=${_a_hb_at}
+  ((_a_ack_at && _a_ack_at < next)) && next=${_a_ack_at}
+  if [[ -n ${_a_ended} && ${_a_state} != up ]] && ((_a_down_since + _extjob_window < next)); then
+    next=$((_a_down_since + _extjob_window))
+  fi
+  local ms=$((next - _a_now))
+  ((ms < 1)) && ms=1
+  printf -v _a_t '%d.%03d' $((ms / 1000)) $((ms % 1000))
+}
+
+_extjob_a_timers() {
+  _extjob_now
+  if [[ ${_a_state} == down && -z ${_a_refused} ]] && ((_a_now >= _a_retry_at)); then
+    _extjob_a_connect
+  fi
+  if ((_a_ack_at && _a_now >= _a_ack_at)); then
+    _extjob_a_lost # REPLAY-3 (or AUTH-2's welcome): no answer in time
+  fi
+  # HB-2: from `started` to the terminal message, whatever the job does.
+  if [[ ${_a_state} == up && -n ${_a_started} && -z ${_a_ended} ]]; then
+    if ((_a_hb_at == 0)); then
+      _a_hb_at=$((_a_now + _a_hb))
+    elif ((_a_now >= _a_hb_at)); then
+      _extjob_a_stamp
+      _extjob_a_write "{\"type\":\"heartbeat\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}}" \
+        && _a_hb_at=$((_a_now + _a_hb))
+    fi
+  else
+    _a_hb_at=0
+  fi
+  if [[ -z ${_a_ended} ]] && ! kill -0 "$$" 2>/dev/null; then
+    _a_ended=gone # the job shell died without a word (SIGKILL)
+  fi
+}
+
+_extjob_a_should_exit() {
+  [[ -n ${_a_ended} ]] || return 1
+  if [[ ${_a_state} == up ]]; then
+    # Delivered: acknowledged with replay, written without (EXIT-3).
+    if [[ -n ${_a_replay} ]]; then ((_a_count == 0)); else ((_a_sent >= _a_id)); fi
+    return
+  fi
+  [[ -n ${_a_refused} ]] && return 0
+  ((_a_now - _a_down_since >= _extjob_window)) || return 1
+  _extjob_a_give_up
+  return 0
+}
+
+# RECONNECT-3: the server stayed away past the window. SPOOL-2: write the
+# hello and every unacknowledged message to a temporary file, flush, rename.
+_extjob_a_give_up() {
+  if [[ ${_extjob_features} != *' spool '* || -z ${_extjob_spool_path} ]]; then
+    ((_a_count)) && printf 'extjob.sh: server unreachable for %s ms: %s messages not delivered\n' \
+      "${_extjob_window}" "${_a_count}" >&2
+    return 0
+  fi
+  local tmp=${_extjob_spool_path}.tmp i hello
+  _extjob_a_hello
+  hello=${_a_line}
+  if (
+    umask 077
+    {
+      printf '%s\n' "${hello}"
+      for ((i = _a_first; i <= _a_id; i++)); do
+        [[ -n ${_a_ob[i]+x} ]] && printf '%s\n' "${_a_ob[i]}"
+      done
+    } >"${tmp}"
+  ) && sync "${tmp}" 2>/dev/null && mv -f "${tmp}" "${_extjob_spool_path}"; then
+    return 0
+  fi
+  printf 'extjob.sh: could not write the spool file %s\n' "${_extjob_spool_path}" >&2
+}
+
+# Sets _a_line to this connection's hello (AUTH-2).
+_extjob_a_hello() {
+  local features=${_extjob_features# }
+  features=${features% }
+  _extjob_a_stamp
+  _a_line="{\"type\":\"hello\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}"
+  _a_line+=",\"token\":${_extjob_token_json},\"protocolVersion\":1"
+  _a_line+=",\"features\":[\"${features// /\",\"}\"],\"pid\":$$}"
+}
+
+# Handles one FIFO line: a message from the job shell, or an event from a
+# connection's reader (events of an earlier connection are ignored).
+_extjob_a_event() {
+  local line=$1 kind rest conn body
+  kind=${line%% *}
+  rest=${line#* }
+  case ${kind} in
+    M) _extjob_a_enqueue "${rest%% *}" "${rest#* }" ;;
+    F)
+      body=''
+      IFS= read -r -d '' body <"${rest#* }"
+      rm -f "${rest#* }"
+      _extjob_a_enqueue "${rest%% *}" "${body}"
+      ;;
+    X) [[ -n ${_a_ended} ]] || _a_ended='exit' ;;
+    H) _a_cancel_cb=1 ;;
+    C | E | W | A | K | R)
+      conn=${rest%% *}
+      ((conn == _a_conn)) || return 0
+      rest=${rest#* }
+      case ${kind} in
+        C) _extjob_a_connected ;;
+        E) _extjob_a_lost ;;
+        W) _extjob_a_welcome "${rest% *}" "${rest#* }" ;;
+        A) _extjob_a_ack "${rest}" ;;
+        K) _extjob_a_cancel "${rest}" ;;
+        R)
+          [[ ${rest} == auth ]] || return 0
+          # AUTH-4: this attempt is fenced off; stop and tell the job code.
+          printf 'extjob.sh: the server refused this worker (AUTH-4); not reconnecting\n' >&2
+          _a_refused=1
+          _extjob_a_cancel auth
+          _extjob_a_lost
+          ;;
+      esac
+      ;;
+  esac
+}
+
+# Numbers, stamps and queues a message, then sends what can be sent.
+_extjob_a_enqueue() {
+  local type=$1 body=$2 line
+  [[ -z ${_a_ended} ]] || return 0 # LIFE-4
+  _extjob_now
+  if [[ ${type} == progress && ${_a_state} != up ]] && ((_a_last_progress > _a_sent)); then
+    _extjob_a_remove "${_a_last_progress}" # REPLAY-6: coalesce while away
+  fi
+  ((++_a_id))
+  _extjob_a_stamp
+  line="{\"type\":\"${type}\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}"
+  [[ -n ${_a_replay} ]] && line+=",\"seq\":${_a_id}"
+  [[ -n ${body} ]] && line+=",${body}"
+  line+='}'
+  _a_ob[_a_id]=${line}
+  _a_type[_a_id]=${type}
+  ((++_a_count, _a_bytes += ${#line}))
+  case ${type} in
+    started) _a_started=1 ;;
+    progress) _a_last_progress=${_a_id} ;;
+    completed | failed)
+      _a_ended=${type}
+      _a_term=${_a_id}
+      ;;
+  esac
+  if ((_a_count > 10000 || _a_bytes > 16777216)); then
+    _extjob_a_trim
+  fi
+  _extjob_a_flush
+}
+
+_extjob_a_remove() {
+  local id=$1
+  [[ -n ${_a_ob[id]+x} ]] || return 0
+  ((--_a_count, _a_bytes -= ${#_a_ob[id]}))
+  unset '_a_ob[id]' '_a_type[id]'
+}
+
+# REPLAY-6: the buffer is full. Drop the oldest logs (never started,
+# checkpoint or a terminal message) and say so at level warn.
+_extjob_a_trim() {
+  local i dropped=0
+  for ((i = _a_first; i <= _a_id && (_a_count > 9000 || _a_bytes > 15000000); i++)); do
+    if [[ ${_a_type[i]:-} == log ]]; then
+      _extjob_a_remove "${i}"
+      ((++dropped))
+    fi
+  done
+  ((dropped)) || return 0
+  ((_a_dropped += dropped))
+  _extjob_a_enqueue log "\"level\":\"warn\",\"message\":\"extjob: buffer full, dropped ${dropped} log messages (REPLAY-6)\",\"data\":{\"dropped\":${_a_dropped}}"
+}
+
+# Writes, in order, every queued message not yet written on this connection.
+_extjob_a_flush() {
+  [[ ${_a_state} == up ]] || return 0
+  local i
+  for ((i = _a_sent + 1; i <= _a_id; i++)); do
+    if [[ -n ${_a_ob[i]+x} ]]; then
+      _extjob_a_write "${_a_ob[i]}" || return 0
+      [[ -n ${_a_replay} ]] || _extjob_a_remove "${i}"
+      if ((i == _a_term)) && [[ -n ${_a_replay} ]]; then
+        ((_a_ack_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000))) # REPLAY-3
+      fi
+    fi
+    _a_sent=${i}
+  done
+}
+
+# Writes one line; a failed write is a lost connection (RECONNECT-2).
+_extjob_a_write() {
+  if printf '%s\n' "$1" 2>/dev/null 1>&"${_a_sock}"; then
+    return 0
+  fi
+  _extjob_a_lost
+  return 1
+}
+
+_extjob_a_connect() {
+  ((++_a_conn))
+  _a_state=connecting
+  if [[ ${_extjob_socket} == tcp://* ]]; then
+    if exec {_a_sock}<>"/dev/tcp/${_extjob_host}/${_extjob_port}"; then
+      _extjob_reader "${_a_conn}" <&"${_a_sock}" >&"${_a_ev}" &
+      _a_pid=$!
+      _extjob_a_connected
+    else
+      _a_sock=''
+      _extjob_a_lost
+    fi 2>/dev/null
+  else
+    # socat's notice "starting data transfer" tells the reader it connected.
+    exec {_a_sock}> >(exec socat -d -d -t 0.05 STDIO "UNIX-CONNECT:${_extjob_socket}" \
+      > >(_extjob_reader "${_a_conn}" >&"${_a_ev}") 2>&1)
+    _a_pid=$!
+  fi
+}
+
+# The transport is up: an extended worker says hello and waits for welcome
+# (AUTH-2); a v1 worker sends `started` again (LIFE-3) and what is queued.
+_extjob_a_connected() {
+  [[ ${_a_state} == connecting ]] || return 0
+  _extjob_now
+  _a_sent=$((_a_first - 1))
+  if [[ -n ${_a_ext} ]]; then
+    _a_state=hello
+    _extjob_a_hello
+    _extjob_a_write "${_a_line}" || return 0
+    ((_a_ack_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000)))
+    return 0
+  fi
+  _a_state=up
+  _a_backoff=100
+  if [[ -n ${_a_started} && -z ${_a_ob[1]+x} ]]; then
+    _extjob_a_stamp
+    _extjob_a_write "{\"type\":\"started\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}}" \
+      || return 0
+  fi
+  _extjob_a_flush
+}
+
+_extjob_a_welcome() {
+  local last_seq=${1:-0} hb=${2:-0}
+  [[ ${_a_state} == hello ]] || return 0
+  _extjob_now
+  _a_state=up
+  _a_backoff=100
+  _a_ack_at=0
+  ((hb >= 10)) && _a_hb=${hb}
+  _extjob_a_ack "${last_seq}"
+  # REPLAY-4: resend what lastSeq does not cover, in order, before anything new.
+  _a_sent=$((_a_first - 1))
+  _extjob_a_flush
+}
+
+# Acknowledgements are cumulative (REPLAY-2).
+_extjob_a_ack() {
+  local seq=$1 i
+  [[ -n ${_a_replay} ]] || return 0
+  ((seq > _a_id)) && seq=${_a_id}
+  for ((i = _a_first; i <= seq; i++)); do
+    _extjob_a_remove "${i}"
+  done
+  ((seq >= _a_first)) && _a_first=$((seq + 1))
+  ((_a_term && seq >= _a_term)) && _a_ack_at=0
+  return 0
+}
+
+# CANCEL-3: a flag file to poll, and USR1 for a registered callback.
+_extjob_a_cancel() {
+  local tmp=${_extjob_dir}/cancel.tmp
+  [[ -e ${_extjob_dir}/cancel ]] && return 0
+  printf '%s\n' "$1" >"${tmp}" && mv -f "${tmp}" "${_extjob_dir}/cancel"
+  [[ -n ${_a_cancel_cb} ]] && kill -USR1 "$$" 2>/dev/null
+  return 0
+}
+
+# The connection failed or closed: drop it, retry later (RECONNECT-1).
+_extjob_a_lost() {
+  _extjob_a_disconnect
+  _extjob_now
+  [[ ${_a_state} == up ]] && _a_down_since=${_a_now}
+  _a_state=down
+  _a_ack_at=0
+  _a_retry_at=$((_a_now + _a_backoff + RANDOM % (_a_backoff / 5 + 1)))
+  _a_backoff=$((_a_backoff * 2 > 2000 ? 2000 : _a_backoff * 2))
+}
+
+# Closes the connection; `graceful` lets socat deliver what we wrote.
+_extjob_a_disconnect() {
+  ((++_a_conn)) # the old connection's events are stale from now on
+  if [[ -n ${_a_sock} ]]; then
+    exec {_a_sock}>&-
+    _a_sock=''
+  fi
+  if [[ -n ${_a_pid} ]]; then
+    if [[ ${_extjob_socket} == tcp://* || $1 != graceful ]]; then
+      kill -KILL "${_a_pid}" 2>/dev/null
+    fi
+    wait "${_a_pid}" 2>/dev/null
+    _a_pid=''
+  fi
+}
+
+# Per connection: reads the server's lines and passes what the agent needs
+# as short events (CTRL-6: unknown types and fields are ignored, and the
+# socket is always read). Server messages are flat objects, so the few
+# fields are matched rather than parsed, which keeps a process per line away.
+_extjob_reader() {
+  local conn=$1 line n m
+  local re_type='"type"[[:space:]]*:[[:space:]]*"([a-z_-]*)"'
+  while IFS= read -r line || [[ -n ${line} ]]; do
+    if [[ ${line} == *' socat['*'] N starting data transfer loop'* ]]; then
+      printf 'C %s\n' "${conn}"
+      continue
+    fi
+    [[ ${line} =~ ^[[:space:]]*\{ && ${line} =~ ${re_type} ]] || continue
+    case ${BASH_REMATCH[1]} in
+      welcome)
+        _extjob_int_field lastSeq "${line}"
+        m=${_extjob_int}
+        _extjob_int_field heartbeatIntervalMs "${line}"
+        printf 'W %s %s %s\n' "${conn}" "${m}" "${_extjob_int}"
+        ;;
+      ack)
+        _extjob_int_field seq "${line}"
+        printf 'A %s %s\n' "${conn}" "${_extjob_int}"
+        ;;
+      cancel)
+        n=requested
+        [[ ${line} =~ \"reason\"[[:space:]]*:[[:space:]]*\"([A-Za-z0-9_-]+)\" ]] && n=${BASH_REMATCH[1]}
+        printf 'K %s %s\n' "${conn}" "${n}"
+        ;;
+      error)
+        [[ ${line} =~ \"code\"[[:space:]]*:[[:space:]]*\"([a-z_]+)\" ]] \
+          && printf 'R %s %s\n' "${conn}" "${BASH_REMATCH[1]}"
+        ;;
+    esac
+  done
+  printf 'E %s\n' "${conn}"
+}
+
+# Sets _extjob_int to the integer field NAME of LINE, or 0.
+_extjob_int_field() {
+  _extjob_int=0
+  if [[ $2 =~ \"$1\"[[:space:]]*:[[:space:]]*([0-9]{1,15}) ]]; then
+    _extjob_int=$((10#${BASH_REMATCH[1]}))
+  fi
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The fixture worker of SPEC.md section 11 (FIX-1..4), built only on the
+# public API of extjob.sh. `extjob conformance` runs it and picks the scenario
+# in the payload's data: {"scenario": NAME, ...parameters}.
+# Usage: bash wrappers/shell/fixture_worker.sh  (payload on stdin)
+# The scenarios set JOB_RESULT, which job_run completes the job with.
+# shellcheck disable=SC2034,SC2016,SC2317,SC2119 # JOB_RESULT is read by job_run,
+# $n is jq's, the scenario_* functions are called through job_run.
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=extjob.sh
+source "$(dirname "${BASH_SOURCE[0]}")/extjob.sh"
+
+scenario_complete() {
+  job_progress 50 "halfway"
+  JOB_RESULT='{"ok": true}'
+}
+
+scenario_echo() {
+  local text
+  # The "." keeps trailing newlines that $(...) would strip.
+  text=$(job_data_get '(.text // "") + "."')
+  text=${text%.}
+  job_log info "${text}"
+  job_progress 50 "${text}"
+  JOB_RESULT=$(job_data_get '.value | tojson')
+}
+
+scenario_fail() {
+  job_fail "$(job_data_get '.message // "fixture failure"')"
+}
+
+scenario_sleep() {
+  local ms
+  ms=$(job_data_get '.ms // 1000')
+  sleep "$(job_data_get '(.ms // 1000) / 1000')"
+  JOB_RESULT="{\"slept\": ${ms}}"
+}
+
+scenario_progress() {
+  local count i
+  count=$(job_data_get '.count // 100')
+  for ((i = 1; i <= count; i++)); do
+    job_progress $((i * 100 / count)) "step ${i}"
+  done
+  JOB_RESULT="{\"count\": ${count}}"
+}
+
+scenario_logs() {
+  local count interval i
+  count=$(job_data_get '.count // 10')
+  interval=$(job_data_get '(.intervalMs // 0) / 1000')
+  for ((i = 1; i <= count; i++)); do
+    job_log info "line ${i}" "{\"i\": ${i}}"
+    if [[ ${interval} != 0 && i -lt count ]]; then
+      sleep "${interval}"
+    fi
+  done
+  JOB_RESULT="{\"count\": ${count}}"
+}
+
+scenario_levels() {
+  local level
+  for level in debug info warn error; do
+    job_log "${level}" "level ${level}" "{\"level\": \"${level}\"}"
+  done
+}
+
+on_cancel() {
+  kill "${sleeper}" 2>/dev/null
+  job_fail "cancelled"
+}
+
+scenario_cancel() {
+  job_on_cancel on_cancel
+  # `wait` returns as soon as the cancel trap fires; `sleep` alone would not.
+  sleep "$(job_data_get '(.ms // 30000) / 1000')" &
+  sleeper=$!
+  wait "${sleeper}"
+  job_cancel_requested && job_fail "cancelled"
+  JOB_RESULT='{"cancelled": false}'
+}
+
+scenario_checkpoint() {
+  local previous
+  if previous=$(job_checkpoint_get); then
+    JOB_RESULT="{\"resumedFrom\": ${previous}}"
+    return 0
+  fi
+  job_checkpoint "$(job_data_get '.value // {"step": 1} | tojson')"
+  job_fail "checkpoint saved"
+}
+
+scenario_large() {
+  JOB_RESULT=$(job_data_get '(.bytes // 1048576) as $n
+    | if $n > 0 then "x" * $n else "" end | tojson')
+}
+
+main() {
+  local scenario
+  job_init
+  scenario=$(job_data_get 'if type == "object" then .scenario // "complete" else "complete" end')
+  case ${scenario} in
+    crash) exit "$(job_data_get '.code // 3')" ;;
+    complete | echo | fail | sleep | progress | logs | levels | cancel | checkpoint | large)
+      job_run "scenario_${scenario}"
+      ;;
+    *) job_fail --no-retry "unknown fixture scenario: ${scenario}" ;;
+  esac
+}
+
+main "$@"
