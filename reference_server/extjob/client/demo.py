@@ -34,7 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser(
         "demo", help="run example jobs in Python, bash and Go through a server restart"
     )
-    p.add_argument("--port", type=int, default=8765, help="the API/dashboard port (default 8765; 0: any free one)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="the API/dashboard port (default 8765; 0: any free one)",
+    )
     p.add_argument("--steps", type=int, default=20, help="steps per job (default 20)")
     p.add_argument("--delay-ms", type=int, default=400, help="time per step (default 400)")
     p.add_argument("--dir", help="keep the demo's database and logs here (default: temporary)")
@@ -323,4 +328,3 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
-

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from extjob.client.sse import SseEvent, SseParser
 
 REPO = Path(__file__).resolve().parents[3]
+EXTJOB = [sys.executable, "-m", "extjob.cli"]
 TOKEN = "test-token-0123456789abcdef"
 START_TIMEOUT = 30.0
 WAIT = 20.0  # the longest any condition in these tests may take
@@ -195,7 +196,7 @@ def start_server(directory: Path, extra_args: tuple[str, ...] = ()) -> Server:
         )
     log = (directory / "server.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "extjob.cli", "serve", "--config", str(config), *extra_args],
+        [*EXTJOB, "serve", "--config", str(config), *extra_args],
         stdout=subprocess.PIPE,
         stderr=log,
         env={**os.environ, "EXTJOB_TOKEN": ""},
