@@ -1,0 +1,3 @@
+module github.com/extjob/extjob/wrappers/go
+
+go 1.26
