@@ -424,6 +424,11 @@ class _Link:
                 self.terminal = entry
         self._wake()
 
+    @property
+    def ready(self) -> bool:
+        with self._cond:
+            return self._ready
+
     def wait_done(self, timeout: float | None = None) -> bool:
         """Wait until the terminal message was delivered or spooled (EXIT-3)."""
         with self._cond:
@@ -989,6 +994,11 @@ class Job:
         """The last checkpoint (None when there is none; see :attr:`has_checkpoint`)."""
         with self._lock:
             return self._checkpoint
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the server is up (and welcomed); messages are buffered otherwise."""
+        return self._link.ready
 
     @property
     def finished(self) -> bool:

@@ -65,7 +65,10 @@ class Peer:
         self.path = str(tmp / "job.sock")
         self.port = 0
         self.heartbeat_interval_ms = 50
-        self.welcome_delay = 0.0
+        self.welcome_delay = 0.0  # seconds before the welcome is sent (the peer keeps reading)
+        self.welcomed_at: list[float] = []
+        self.send_acks = True  # False: record messages but lose the acks
+        self.cut_partial_at: int | None = None  # drop the connection mid-line, once
         self.ack_if: Callable[[dict[str, Any]], bool] = lambda message: True
         self.cond = threading.Condition()
         self.received: list[Received] = []
@@ -186,6 +189,9 @@ class Peer:
             while b"\n" in buffer:
                 raw, buffer = buffer.split(b"\n", 1)
                 self._on_line(conn, index, raw)
+            if self.cut_partial_at is not None and len(buffer) > self.cut_partial_at:
+                self.cut_partial_at = None
+                self.drop()
 
     def _on_line(self, conn: socket.socket, index: int, raw: bytes) -> None:
         line = Received(index, time.monotonic(), raw)
@@ -208,13 +214,24 @@ class Peer:
                     if message["seq"] > self.last_seq:
                         self.recorded.append(message)
                         self.last_seq = message["seq"]
-                    replies.append(self.server_message("ack", seq=self.last_seq))
+                    if self.send_acks:
+                        replies.append(self.server_message("ack", seq=self.last_seq))
             self.cond.notify_all()
-        if replies and line.type == "hello" and self.welcome_delay:
-            time.sleep(self.welcome_delay)  # the peer is slow on purpose; the worker must wait
+        if line.type == "hello" and replies:
+            timer = threading.Timer(self.welcome_delay, self._welcome, (conn, replies[0]))
+            timer.start()
+            self._threads.append(timer)
+            return
         for reply in replies:
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _welcome(self, conn: socket.socket, welcome: dict[str, Any]) -> None:
+        with self.cond:
+            self.welcomed_at.append(time.monotonic())
+            welcome["lastSeq"] = self.last_seq
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps(welcome).encode() + b"\n")
 
 
 def v1_payload(peer: Peer, data: Any, **extra: Any) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def test_reconnect_resends_started_and_buffered_messages(
     assert second[0]["type"] == "started"
     logs = [m["data"]["i"] for m in second if m["type"] == "log"]
     assert logs == list(range(logs[0], 41)) and len(logs) >= 10, logs
-    check_stream(second)
+    check_stream(peer.messages())
 
 
 def test_sigterm_is_a_cancel_request(peer: Peer, workers: Callable[..., Worker]) -> None:
