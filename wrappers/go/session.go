@@ -454,11 +454,33 @@ func (s *session) write(c net.Conn, m *outMsg) error {
 	if b == nil {
 		b = line(m.kind, s.jobID, s.clock.stamp(), 0, m.body)
 	}
+	s.mu.Lock()
+	acks := s.acks
+	if acks {
+		// Counted as written before it is: its ack may come back before
+		// Write returns. Only this goroutine removes unacknowledged
+		// messages while connected, so m is at buf[sent].
+		s.markWrittenLocked(m)
+		s.sent++
+	}
+	s.mu.Unlock()
 	if err := s.writeLine(c, b); err != nil {
 		return err
 	}
+	if acks {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.markWrittenLocked(m)
+	s.removeLocked(s.sent)
+	if m.terminal() {
+		s.settleLocked(nil) // nothing will acknowledge it (NEG-3, EXIT-3)
+	}
+	return nil
+}
+
+func (s *session) markWrittenLocked(m *outMsg) {
 	m.written = true
 	switch {
 	case m.kind == kindStarted:
@@ -466,17 +488,6 @@ func (s *session) write(c net.Conn, m *outMsg) error {
 	case m.terminal():
 		s.terminalSent = true
 	}
-	// Only the run goroutine removes unacknowledged messages while
-	// connected, so m is still at buf[sent].
-	if s.acks {
-		s.sent++
-		return nil
-	}
-	s.removeLocked(s.sent)
-	if m.terminal() {
-		s.settleLocked(nil) // nothing will acknowledge it (NEG-3, EXIT-3)
-	}
-	return nil
 }
 
 // heartbeat writes a heartbeat from started to the terminal message (HB-2).
