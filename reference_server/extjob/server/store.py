@@ -381,13 +381,13 @@ class SQLiteStore:
             if retry_at is not None:
                 self._db.execute(
                     "UPDATE jobs SET status = 'pending', run_at = ?, error = ?, stack = ?, owner = NULL, "
-                    "pid = NULL, token = NULL WHERE id = ?",
+                    "token = NULL WHERE id = ?",
                     (retry_at, error, stack, job_id),
                 )
             else:
                 self._db.execute(
                     "UPDATE jobs SET status = ?, result = ?, error = ?, stack = ?, finished_at = ?, "
-                    "owner = NULL, pid = NULL, token = NULL WHERE id = ?",
+                    "owner = NULL, token = NULL WHERE id = ?",
                     (status, _dump(result), error, stack, now, job_id),
                 )
 

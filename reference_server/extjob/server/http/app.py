@@ -277,16 +277,18 @@ _COUNTER_HELP = {
 
 async def _job_metrics(server: JobServer) -> list[str]:
     counts = await server.counts()
-    by_state = {(("state", state),): n for state, n in counts.items()}
+    by_state: dict[tuple[tuple[str, str], ...], float] = {
+        (("state", state),): n for state, n in counts.items()
+    }
     lines = list(metrics.metric("extjob_jobs", "gauge", "Jobs by state.", by_state))
     running: dict[tuple[tuple[str, str], ...], float] = {}
     for job in await server.running():
-        key = (("name", job.name),)
-        running[key] = running.get(key, 0) + 1
+        labels = (("name", job.name),)
+        running[labels] = running.get(labels, 0) + 1
     lines += metrics.metric("extjob_jobs_running", "gauge", "Running jobs by name.", running)
-    for key, value in dataclasses.asdict(server.metrics).items():
-        help_text = _COUNTER_HELP.get(key, key.replace("_", " ") + ".")
-        lines += metrics.metric(f"extjob_{key}_total", "counter", help_text, {(): value})
+    for counter, value in dataclasses.asdict(server.metrics).items():
+        help_text = _COUNTER_HELP.get(counter, counter.replace("_", " ") + ".")
+        lines += metrics.metric(f"extjob_{counter}_total", "counter", help_text, {(): value})
     return lines
 
 

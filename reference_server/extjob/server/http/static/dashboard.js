@@ -105,7 +105,9 @@ async function handle(name, data) {
     // A job we have not seen, or a change of state: ask for the whole record.
     job = await api("GET", `/api/jobs/${id}`);
   } else if (name === "job.external.progress") {
-    job = { ...job, status: "running", progress: {
+    // A replayed message may arrive after the end: never demote a finished job.
+    const status = FINISHED.includes(job.status) ? job.status : "running";
+    job = { ...job, status, progress: {
       percent: data.percent, message: data.message ?? job.progress.message, data: data.data } };
   }
   if (name === "job.external.log" && id === selected) appendLog(data);

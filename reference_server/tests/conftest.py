@@ -1,0 +1,61 @@
+"""Fixtures for the reference server's tests: real servers, real workers, short paths."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from server_testlib import kill_groups, make_config  # noqa: E402
+
+from extjob.server import JobServer  # noqa: E402
+
+ServerFactory = Callable[..., Awaitable[JobServer]]
+T = TypeVar("T")
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory short enough for Unix socket paths (pytest's tmp_path may not be)."""
+    path = Path(tempfile.mkdtemp(prefix="xj", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def run_servers(short_tmp: Path) -> Callable[[Callable[[ServerFactory], Awaitable[T]]], T]:
+    """Run ``body(start)`` in a fresh event loop; ``start(**config)`` starts a server.
+
+    Every server started is stopped at the end and its workers' process
+    groups killed, whatever the test did.
+    """
+
+    def runner(body: Callable[[ServerFactory], Awaitable[T]], timeout: float = 90) -> T:
+        async def main() -> T:
+            servers: list[JobServer] = []
+
+            async def start(**options: Any) -> JobServer:
+                server = JobServer(make_config(short_tmp, **options))
+                await server.start()
+                servers.append(server)
+                return server
+
+            try:
+                return await asyncio.wait_for(body(start), timeout)
+            finally:
+                for server in servers:
+                    pids = [run.rec.pid for run in server.runs.values() if run.rec.pid]
+                    await server.stop()
+                    kill_groups(pids)
+
+        return asyncio.run(main())
+
+    return runner

@@ -1,0 +1,70 @@
+"""Helpers for the reference server's tests (imported by name: conftest puts this
+directory on sys.path, since pytest runs with --import-mode=importlib)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from extjob.server import Event, JobServer, ServerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+WORKERS = Path(__file__).resolve().parent / "workers"
+PYTHON = sys.executable
+
+
+def make_config(root: Path, **options: Any) -> ServerConfig:
+    options.setdefault("poll_interval_ms", 50)
+    return ServerConfig(
+        database=str(root / "jobs.db"),
+        socket_dir=str(root / "s"),
+        spool_dir=str(root / "spool"),
+        **options,
+    )
+
+
+def kill_groups(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0,
+                   what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def wait_finished(server: JobServer, job_id: str, timeout: float = 15.0) -> Any:
+    """Wait until the job is completed, failed or cancelled; return it."""
+
+    async def finished() -> bool:
+        job = await server.get(job_id)
+        return job is not None and job.status in ("completed", "failed", "cancelled")
+
+    await wait_for(finished, timeout, f"job {job_id} to finish")
+    return await server.get(job_id)
+
+
+async def next_event(sub: Any, name: str, job_id: str | None = None, timeout: float = 10.0
+                     ) -> Event:
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {name} event within {timeout}s")
+        event = await sub.get(timeout=remaining)
+        if event.name == name and (job_id is None or event.job_id == job_id):
+            return event
+
