@@ -1,6 +1,6 @@
 module github.com/extjob/extjob/examples/go
 
-go 1.22
+go 1.26
 
 require github.com/extjob/extjob/wrappers/go v0.0.0
 

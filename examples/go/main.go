@@ -25,9 +25,14 @@ func main() {
 				return nil, fmt.Errorf("cancelled after %d of %d files", i-1, in.Steps)
 			case <-time.After(time.Duration(in.DelayMs) * time.Millisecond):
 			}
-			job.Progress(float64(i*100)/float64(in.Steps), fmt.Sprintf("file %d of %d", i, in.Steps))
+			percent := float64(i*100) / float64(in.Steps)
+			if err := job.Progress(percent, fmt.Sprintf("file %d of %d", i, in.Steps), nil); err != nil {
+				return nil, err
+			}
 			if i%5 == 0 {
-				job.Info(fmt.Sprintf("%d files checked", i))
+				if err := job.Info(fmt.Sprintf("%d files checked", i), "done", i); err != nil {
+					return nil, err
+				}
 			}
 		}
 		return map[string]any{"files": in.Steps}, nil

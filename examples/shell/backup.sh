@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Example job in bash: backs up "archives", one step at a time.
 # data: {"steps": 20, "delayMs": 500}. Needs the bash wrapper and jq.
-# shellcheck source=../../wrappers/shell/extjob.sh
+# shellcheck source=SCRIPTDIR/../../wrappers/shell/extjob.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../wrappers/shell/extjob.sh"
 
+# shellcheck disable=SC2119 # job_init's optional argument is not the script's
 job_init
 steps="$(job_data_get '.steps // 20')"
 delay_ms="$(job_data_get '.delayMs // 500')"

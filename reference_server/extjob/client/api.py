@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +131,7 @@ class ApiClient:
         )
         return result
 
-    async def events(self, job_id: str | None = None) -> AsyncIterator[SseEvent]:
+    async def events(self, job_id: str | None = None) -> AsyncGenerator[SseEvent, None]:
         """Events of one job (first its ``job.state``) or of all, forever.
 
         A dropped stream is reopened with ``Last-Event-ID`` (so nothing is

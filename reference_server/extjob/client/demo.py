@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -161,9 +162,13 @@ async def _run_jobs(
             if not restarted and board.min_percent() >= RESTART_AT_PERCENT:
                 restarted = True
                 board.note("stopping the server: the workers keep running...")
+                down = time.monotonic()
                 await server.stop()
-                board.note("starting it again: the workers reconnect and go on...")
                 await server.start()
+                board.note(
+                    f"server back after {time.monotonic() - down:.1f} s: "
+                    "the workers reconnect and replay what it missed"
+                )
     finally:
         await events.aclose()
     board.summary()
@@ -187,7 +192,8 @@ class _Board:
         self.percent[job_id] = percent
         if message is not None:
             self.message[job_id] = message
-        self.jobs[job_id] = {**self.jobs[job_id], "status": "running"}
+        if self.jobs[job_id]["status"] not in FINISHED:  # replays come after the end
+            self.jobs[job_id] = {**self.jobs[job_id], "status": "running"}
         self._draw()
 
     def update(self, job: dict[str, Any]) -> None:

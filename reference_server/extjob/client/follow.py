@@ -38,7 +38,8 @@ class ProgressView:
         self._draw()
 
     def progress(self, percent: float, message: str | None) -> None:
-        self.status = "running"
+        if self.status not in FINISHED:  # a replayed message may come after the end
+            self.status = "running"
         self.percent = percent
         if message is not None:  # MSG-4: a missing message leaves the previous one standing
             self.message = message
