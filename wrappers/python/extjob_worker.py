@@ -351,6 +351,7 @@ class _Link:
         self._bytes = 0
         self._dropped_logs = 0
         self._last_progress: _Entry | None = None
+        self._drop_notice: _Entry | None = None
         self._ready = False  # connected, and welcomed when extended
         self._ever_ready = False
         self._started_written = False
@@ -413,7 +414,9 @@ class _Link:
                 if self.terminal is not None:
                     raise JobFinishedError(f"cannot send {kind}: the job already finished")
             if kind == "progress" and not self._ready:
-                body = self._coalesce(fields, body)
+                coalesced = self._coalesce(fields)
+                if coalesced is not fields:
+                    fields, body = coalesced, _encode_json(coalesced)
             if kind not in _NEVER_DROPPED and not self._ready and self._full():
                 self._drop_oldest_logs()
             entry = self._build(kind, body, fields if kind == "progress" else None)
@@ -488,34 +491,49 @@ class _Link:
     def _full(self) -> bool:
         return self._count >= self._buffer_messages or self._bytes >= self._buffer_bytes
 
-    def _coalesce(self, fields: Mapping[str, Any], body: str) -> str:
+    def _discard(self, entry: _Entry) -> None:
+        """Drop an unsent entry where it stands; the writer skips it (its seq becomes a gap)."""
+        self._release(entry)
+        entry.dropped = True
+        entry.line = b""
+
+    def _unsent(self, entry: _Entry | None) -> bool:
+        return entry is not None and not entry.written and not entry.dropped
+
+    def _coalesce(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
         """REPLAY-6: while disconnected keep only the latest unsent progress.
 
-        A progress without ``message`` keeps the previous one's (MSG-4), so the
-        message of the one dropped is carried over.
+        A progress without ``message`` means the previous message still stands
+        (MSG-4), so the message of the one dropped is carried over.
         """
         previous = self._last_progress
-        if previous is None or previous.written or previous.dropped:
-            return body
-        self._release(previous)
-        previous.dropped = True
-        previous.line = b""
+        if previous is None or not self._unsent(previous):
+            return fields
+        self._discard(previous)
         if fields.get("message") is None and previous.fields.get("message") is not None:
-            return _encode_json({**fields, "message": previous.fields["message"]})
-        return body
+            return {**fields, "message": previous.fields["message"]}
+        return fields
 
     def _drop_oldest_logs(self) -> None:
-        """REPLAY-6: make room by dropping the oldest tenth of the buffered logs, and say so."""
-        logs = [e for e in self._pending if e.kind == "log" and not e.dropped]
+        """REPLAY-6: make room by dropping the oldest tenth of the buffered logs, and say so
+        in one ``warn`` log that replaces the previous notice while that is unsent."""
+        notice = self._drop_notice
+        logs = [e for e in self._pending if e.kind == "log" and not e.dropped and e is not notice]
+        if not logs:
+            return
         for entry in logs[: max(1, len(logs) // 10)]:
-            self._release(entry)
-            entry.dropped = True
-            entry.line = b""
+            self._discard(entry)
             self._dropped_logs += 1
-        if logs:
-            message = f"dropped {self._dropped_logs} log messages while disconnected (REPLAY-6)"
-            notice = {"level": "warn", "message": message, "data": {"dropped": self._dropped_logs}}
-            self._append(self._build("log", _encode_json(notice)))
+        if notice is not None and self._unsent(notice):
+            self._discard(notice)
+        dropped = self._dropped_logs
+        fields = {
+            "level": "warn",
+            "message": f"dropped {dropped} log messages while disconnected (REPLAY-6)",
+            "data": {"dropped": dropped},
+        }
+        self._drop_notice = self._build("log", _encode_json(fields))
+        self._append(self._drop_notice)
 
     # ---- the link thread
 

@@ -160,10 +160,15 @@ def test_cancel_reaches_poll_and_callback(
 ) -> None:
     """CTRL-4, CANCEL-3: a poll, a wait and a callback; the job code decides how to stop."""
     script = (
+        "import threading\n"
         "from extjob_worker import run_job\n"
+        "called = threading.Event()\n"
         "def handler(job):\n"
-        "    job.on_cancel(lambda reason: job.warn('cancel callback', reason=reason))\n"
-        "    assert job.wait_for_cancel(20)\n"
+        "    def callback(reason):\n"
+        "        job.warn('cancel callback', reason=reason)\n"
+        "        called.set()\n"
+        "    job.on_cancel(callback)\n"
+        "    assert job.wait_for_cancel(20) and called.wait(20)\n"
         "    return {'reason': job.cancel_reason, 'deadline': job.cancel_deadline_ms,\n"
         "            'polled': job.cancel_requested}\n"
         "run_job(handler)\n"
