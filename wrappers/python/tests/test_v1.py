@@ -152,3 +152,15 @@ def test_killed_mid_send_leaves_only_whole_lines(
         assert r.type == "log", r.raw[:80]
         n = r.message["data"]["thread"]
         assert r.message["message"] == str(n) * 100_000
+
+
+def test_readme_example_runs(peer: Peer, workers: Callable[..., Worker]) -> None:
+    """The README's worker is a working worker."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Python wrapper", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    worker = workers(v1_payload(peer, {"images": ["a.png", "b.png"]}), script=example)
+    assert worker.wait() == 0
+    peer.wait_type("completed")
+    assert peer.messages("completed")[0]["result"] == {"resized": 2}
+    assert [m["message"] for m in peer.messages("progress")] == ["resizing a.png", "resizing b.png"]
