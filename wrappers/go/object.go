@@ -22,7 +22,7 @@ func decodeObject(b []byte) (object, error) {
 		}
 		return nil, errNotObject
 	}
-	if !utf8.Valid(b) {
+	if !utf8.Valid(b) || hasLoneSurrogate(b) {
 		return nil, errInvalidJSON
 	}
 	var o object
@@ -33,6 +33,46 @@ func decodeObject(b []byte) (object, error) {
 }
 
 var errInvalidJSON = errors.New("not valid JSON")
+
+// hasLoneSurrogate reports whether b, a JSON text, escapes half of a
+// surrogate pair without the other half (FRAME-2), which encoding/json would
+// quietly turn into U+FFFD.
+func hasLoneSurrogate(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			continue
+		}
+		i++ // b[i] is the escaped character; skipping it skips "\\" too
+		if b[i] != 'u' {
+			continue
+		}
+		switch u := hex4(b[i+1:]); {
+		case u >= 0xDC00 && u <= 0xDFFF:
+			return true // a low half with no high half before it
+		case u >= 0xD800 && u <= 0xDBFF:
+			if len(b) < i+11 || b[i+5] != '\\' || b[i+6] != 'u' {
+				return true
+			}
+			if low := hex4(b[i+7:]); low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 10 // past the low half
+		}
+	}
+	return false
+}
+
+// hex4 decodes four hex digits, or returns -1.
+func hex4(b []byte) int {
+	if len(b) < 4 {
+		return -1
+	}
+	n, err := strconv.ParseUint(string(b[:4]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(n)
+}
 
 // has reports whether key is present with a value other than null (MSG-2:
 // null means the same as absent).
