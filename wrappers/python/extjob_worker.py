@@ -628,6 +628,9 @@ class _Link:
                 pending = self._pending
                 while pending and pending[0].seq is not None and pending[0].seq <= last_seq:
                     self._release(pending.popleft())  # REPLAY-4: the server has these
+                terminal = self.terminal
+                if terminal is not None and terminal.seq is not None and terminal.seq <= last_seq:
+                    self._finish()  # the result was recorded; only its ack was lost
                 self._interval = welcome["heartbeatIntervalMs"] / 1000
             if not self.replay and not (self.extended and self._started_written):
                 # LIFE-3: a v1 worker (re)introduces itself, dated no later than what follows it.
@@ -1080,7 +1083,7 @@ class Job:
 
     # ---- reporting
 
-    def progress(self, percent: float, message: str | None = None, **data: Any) -> None:
+    def progress(self, percent: float, /, message: str | None = None, **data: Any) -> None:
         """Report ``percent`` (0-100), an optional message and extra data (MSG-4)."""
         if isinstance(percent, bool) or not isinstance(percent, (int, float)):
             raise TypeError(f"percent must be a number, not {type(percent).__name__}")
@@ -1093,7 +1096,7 @@ class Job:
             fields["data"] = data
         self._link.submit("progress", fields)
 
-    def log(self, level: str, message: str, **data: Any) -> None:
+    def log(self, level: str, message: str, /, **data: Any) -> None:
         """Log ``message`` at ``level`` (debug, info, warn, error) with extra data (MSG-6)."""
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, not {level!r} (MSG-6)")
@@ -1102,16 +1105,16 @@ class Job:
             fields["data"] = data
         self._link.submit("log", fields)
 
-    def debug(self, message: str, **data: Any) -> None:
+    def debug(self, message: str, /, **data: Any) -> None:
         self.log("debug", message, **data)
 
-    def info(self, message: str, **data: Any) -> None:
+    def info(self, message: str, /, **data: Any) -> None:
         self.log("info", message, **data)
 
-    def warn(self, message: str, **data: Any) -> None:
+    def warn(self, message: str, /, **data: Any) -> None:
         self.log("warn", message, **data)
 
-    def error(self, message: str, **data: Any) -> None:
+    def error(self, message: str, /, **data: Any) -> None:
         self.log("error", message, **data)
 
     def checkpoint(self, data: Any) -> bool:

@@ -104,6 +104,22 @@ def test_welcome_last_seq_is_not_resent(
     assert [m["data"]["i"] for m in ext_peer.recorded if m["type"] == "log"] == list(range(1, 31))
 
 
+def test_terminal_covered_by_welcome_ends_the_job(
+    ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
+) -> None:
+    """REPLAY-4, EXIT-3: the ack of the terminal was lost but the welcome's lastSeq covers it:
+    nothing is resent and the worker exits."""
+    ext_peer.send_acks = False
+    worker = workers(ext_payload(ext_peer, {"scenario": "complete"}, short_tmp))
+    ext_peer.wait_type("completed")
+    ext_peer.drop()
+    ext_peer.wait_for(lambda: len(ext_peer.welcomed_at) >= 2, "a reconnect")
+    welcomed_at = ext_peer.welcomed_at[1]
+    assert worker.wait() == 0
+    assert worker.exited_at is not None and worker.exited_at - welcomed_at < 1.0
+    assert [m["type"] for m in on_connection(ext_peer, 1)] == ["hello"]
+
+
 @pytest.mark.parametrize(("scenario", "status"), [("complete", 0), ("fail", 1)])
 def test_spool_when_the_server_never_comes_back(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker], scenario: str, status: int

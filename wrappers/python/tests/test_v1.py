@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from pyworker_testlib import Peer, Worker, check_stream, v1_payload
 
+from extjob_worker import LEVELS
+
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
 def test_v1_worker_completes(short_tmp: Path, workers: Callable[..., Worker], tcp: bool) -> None:
@@ -164,3 +166,11 @@ def test_readme_example_runs(peer: Peer, workers: Callable[..., Worker]) -> None
     peer.wait_type("completed")
     assert peer.messages("completed")[0]["result"] == {"resized": 2}
     assert [m["message"] for m in peer.messages("progress")] == ["resizing a.png", "resizing b.png"]
+
+
+def test_levels_with_data_named_like_parameters(peer: Peer, workers: Callable[..., Worker]) -> None:
+    """MSG-6, FIX-2 levels: data may use any key, even ``level`` and ``message``."""
+    assert workers(v1_payload(peer, {"scenario": "levels"})).wait() == 0
+    peer.wait_type("completed")
+    logs = peer.messages("log")
+    assert [(m["level"], m["data"]) for m in logs] == [(lv, {"level": lv}) for lv in LEVELS]
