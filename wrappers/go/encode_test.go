@@ -19,7 +19,7 @@ func allControls() string {
 // JSON, and the server reads back the same text, with invalid UTF-8 and lone
 // surrogates replaced by U+FFFD.
 func TestHostileStrings(t *testing.T) {
-	huge := strings.Repeat("\"\\\t\u2028🎉é\x00", 1<<18) // 2.75 MiB of trouble, twice as long escaped
+	huge := strings.Repeat("\"\\\t\u2028🎉é\x00", 1<<17) // 1.4 MiB of trouble, 3 MiB escaped
 	tests := []struct {
 		name string
 		in   any    // the message or a json.RawMessage for data
@@ -69,6 +69,15 @@ func TestNaNIsRefused(t *testing.T) {
 	for _, v := range []any{nan(), map[string]float64{"x": -nan()}} {
 		if b, err := encodeValue(v); err == nil {
 			t.Errorf("encoded %v as %s", v, b)
+		}
+	}
+}
+
+// The checker the tests rely on finds what it must.
+func TestSurrogateEscapeChecker(t *testing.T) {
+	for s, want := range map[string]bool{`"\ud800"`: true, `"\uDFFF"`: true, `"\\ud800"`: false, `"\u2028"`: false, `"\\\ud83c"`: true} {
+		if hasSurrogateEscape(s) != want {
+			t.Errorf("hasSurrogateEscape(%s) = %v", s, !want)
 		}
 	}
 }
