@@ -309,10 +309,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func (s *session) isConnected() bool {
+func (s *session) isDown() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.connected
+	return s.down
 }
 
 // finish runs f (Complete or Fail) in the background, so the peer can answer

@@ -73,7 +73,7 @@ type session struct {
 	bufBytes       int
 	sent           int // buf[:sent] is written on the current connection
 	seq            int64
-	connected      bool
+	down           bool // a connection failed and none is back yet (REPLAY-6)
 	acks           bool // the current connection acknowledges (REPLAY-2)
 	hbInterval     time.Duration
 	startedWritten bool
@@ -122,9 +122,10 @@ func (s *session) start() {
 	go s.run()
 }
 
-// enqueue queues m. While connected, a full buffer blocks the caller
-// (back-pressure); while disconnected, progress is coalesced and the oldest
-// logs give way (REPLAY-6). Only a terminal message is always taken.
+// enqueue queues m. While connected (or connecting for the first time), a
+// full buffer blocks the caller (back-pressure); once a connection has
+// failed, progress is coalesced and the oldest logs give way until one is
+// back (REPLAY-6). Only a terminal message is always taken.
 func (s *session) enqueue(m *outMsg) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -135,12 +136,12 @@ func (s *session) enqueue(m *outMsg) error {
 		if m.terminal() || !s.fullLocked() {
 			break
 		}
-		if !s.connected && s.dropOldestLogLocked() {
+		if s.down && s.dropOldestLogLocked() {
 			continue
 		}
 		s.space.Wait()
 	}
-	if m.kind == kindProgress && !s.connected {
+	if m.kind == kindProgress && s.down {
 		s.coalesceLocked(m)
 	}
 	if err := s.sealLocked(m); err != nil {
@@ -267,6 +268,10 @@ func (s *session) run() {
 			}
 			down = time.Now()
 		}
+		s.mu.Lock()
+		s.down = true
+		s.space.Broadcast() // a blocked enqueue may now drop logs
+		s.mu.Unlock()
 		if !s.pause(b.next(), down) {
 			s.giveUp()
 			return
@@ -359,7 +364,7 @@ func (s *session) hello() []byte {
 func (s *session) resume(w *serverMessage) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.connected, s.sent = true, 0
+	s.down, s.sent = false, 0
 	if w != nil {
 		s.acks = s.use.replay && slices.Contains(w.Features, "replay")
 		s.hbInterval = time.Duration(w.HeartbeatIntervalMs) * time.Millisecond
@@ -400,8 +405,7 @@ func (s *session) serve(c net.Conn, r *lineReader) {
 		c.Close()
 		<-lost
 		s.mu.Lock()
-		s.connected, s.acks = false, false
-		s.space.Broadcast()
+		s.acks = false
 		s.mu.Unlock()
 	}()
 	s.mu.Lock()

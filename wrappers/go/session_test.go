@@ -152,7 +152,7 @@ func TestReconnectReplaysWhatWasNotAcknowledged(t *testing.T) {
 			c1.ack(p.JobID, 1)
 			peer.goAway()
 			c1.c.Close()
-			waitFor(t, "the worker to notice", func() bool { return !j.s.isConnected() })
+			waitFor(t, "the worker to notice", func() bool { return j.s.isDown() })
 
 			j.Info("two")
 			j.Progress(10, "ten", nil)
@@ -194,7 +194,7 @@ func TestV1ReconnectSendsStartedAgain(t *testing.T) {
 	c1 := peer.accept()
 	c1.nextMessage()
 	c1.c.Close()
-	waitFor(t, "the worker to notice", func() bool { return !j.s.isConnected() })
+	waitFor(t, "the worker to notice", func() bool { return j.s.isDown() })
 	j.Info("while away")
 	c2 := peer.accept()
 	for _, typ := range []string{kindStarted, kindLog} {
@@ -405,7 +405,7 @@ func TestFullBufferBlocksOrDropsLogs(t *testing.T) {
 
 	peer.goAway()
 	c1.c.Close()
-	waitFor(t, "the worker to notice", func() bool { return !j.s.isConnected() })
+	waitFor(t, "the worker to notice", func() bool { return j.s.isDown() })
 	for _, m := range []string{"l4", "l5", "l6", "l7"} {
 		if err := j.Info(m); err != nil {
 			t.Fatal(err)
