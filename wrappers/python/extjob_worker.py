@@ -353,7 +353,6 @@ class _Link:
         self._last_progress: _Entry | None = None
         self._drop_notice: _Entry | None = None
         self._ready = False  # connected, and welcomed when extended
-        self._ever_ready = False
         self._started_written = False
         self.terminal: _Entry | None = None
         self.done = False  # terminal delivered (acked, or written to a v1 peer)
@@ -388,14 +387,15 @@ class _Link:
     # ---- used by job threads
 
     def start(self) -> None:
-        """Connect (retrying for up to ``reconnectWindowMs``) and queue ``started`` (LIFE-1)."""
+        """Connect (retrying for up to ``reconnectWindowMs``) and send ``started`` (LIFE-1);
+        return once it is written, so that the job code runs after it."""
         if self.replay:
             self.submit("started", {})  # sequenced, so it is replayed like the rest
         self._down_since = time.monotonic()
         self._thread.start()
         with self._cond:
-            self._cond.wait_for(lambda: self._ever_ready or self.gave_up)
-            if not self._ever_ready:
+            self._cond.wait_for(lambda: self._started_written or self.gave_up)
+            if not self._started_written:
                 raise ConnectError(
                     f"cannot connect to {self._payload.socket_path} "
                     f"within {self._payload.reconnect_window_ms} ms (RECONNECT-3)"
@@ -567,7 +567,7 @@ class _Link:
         """One reconnect attempt, or wait for the next; False once RECONNECT-3 gives up."""
         now = time.monotonic()
         with self._cond:
-            may_give_up = self.terminal is not None or not self._ever_ready
+            may_give_up = self.terminal is not None or not self._started_written
         if may_give_up and self._attempts and now - self._down_since >= self._window:
             self._give_up()
             return False
@@ -627,7 +627,9 @@ class _Link:
                 last_seq = welcome["lastSeq"]
                 pending = self._pending
                 while pending and pending[0].seq is not None and pending[0].seq <= last_seq:
-                    self._release(pending.popleft())  # REPLAY-4: the server has these
+                    entry = pending.popleft()  # REPLAY-4: the server has it
+                    self._started_written |= entry.kind == "started"
+                    self._release(entry)
                 terminal = self.terminal
                 if terminal is not None and terminal.seq is not None and terminal.seq <= last_seq:
                     self._finish()  # the result was recorded; only its ack was lost
@@ -639,7 +641,6 @@ class _Link:
                 head = f'{{"type":"started","jobId":{self._job_id_json},"timestamp":{timestamp}}}\n'
                 self._pending.appendleft(_Entry("restarted", head.encode(), timestamp))
             self._ready = True
-            self._ever_ready = True
             self._cond.notify_all()
         self._welcome_deadline = None
         self._delay = 0.0
@@ -737,6 +738,7 @@ class _Link:
             if not self._started_written:
                 self._last_heartbeat = time.monotonic()
             self._started_written = True
+            self._cond.notify_all()  # start() returns: the job code may run now
         if self.replay and entry.seq is not None:
             self._inflight.append(entry)
         elif entry.buffered:

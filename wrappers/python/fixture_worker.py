@@ -62,7 +62,7 @@ def logs(job: Job, params: dict[str, Any]) -> Any:
 
 def levels(job: Job, params: dict[str, Any]) -> Any:
     for level in LEVELS:
-        job.log(level, f"a {level} line", level=level)
+        job.log(level, level, level=level)
     return {"levels": list(LEVELS)}
 
 

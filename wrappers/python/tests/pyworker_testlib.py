@@ -137,6 +137,14 @@ class Peer:
     def server_message(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"type": kind, "jobId": "j_1", "timestamp": int(time.time() * 1000), **fields}
 
+    def new_attempt(self) -> None:
+        """Forget the previous attempt: its lines, and the seq it recorded (REPLAY-5)."""
+        with self.cond:
+            self.received.clear()
+            self.recorded.clear()
+            self.welcomed_at.clear()
+            self.last_seq = 0
+
     # ---- what arrived
 
     def messages(self, kind: str | None = None) -> list[dict[str, Any]]:

@@ -226,6 +226,7 @@ def test_checkpoint_then_resume(
     checkpoint = ext_peer.messages("checkpoint")[0]
     assert checkpoint["data"] == [1, "two"] and checkpoint["seq"] == 2
     assert ext_peer.messages("failed")[0]["error"] == "checkpoint saved"
+    ext_peer.new_attempt()
     second = ext_payload(
         ext_peer, {"scenario": "checkpoint"}, short_tmp, attempt=2, checkpoint=checkpoint["data"]
     )
@@ -240,6 +241,7 @@ def test_large_result_and_result_too_large(
     big = ext_payload(ext_peer, {"scenario": "large", "bytes": 3_000_000}, short_tmp)
     assert workers(big).wait() == 0
     assert ext_peer.messages("completed")[0]["result"] == "x" * 3_000_000
+    ext_peer.new_attempt()
     over = ext_payload(
         ext_peer, {"scenario": "large", "bytes": 70_000}, short_tmp, maxLineBytes=65536
     )

@@ -61,9 +61,11 @@ def test_exception_fails_with_stack(peer: Peer, workers: Callable[..., Worker]) 
 
 
 def test_crash_sends_nothing_more(peer: Peer, workers: Callable[..., Worker]) -> None:
+    """FIX-2 crash; LIFE-1: started is on the wire before the job code runs."""
     worker = workers(v1_payload(peer, {"scenario": "crash", "code": 7}))
     assert worker.wait() == 7
-    assert "completed" not in peer.types() and "failed" not in peer.types()
+    peer.wait_for(lambda: 0 in peer.closed, "end of file on the connection")
+    assert peer.types() == ["started"]
 
 
 def test_exits_promptly_after_terminal(peer: Peer, workers: Callable[..., Worker]) -> None:
