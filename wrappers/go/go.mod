@@ -1,3 +1,3 @@
 module github.com/extjob/extjob/wrappers/go
 
-go 1.26
+go 1.22
