@@ -284,15 +284,52 @@ _extjob_init_ctl
 
 # Sets _extjob_q to STRING as a JSON string (FRAME-2, WRAP-3): every control
 # character escaped, invalid UTF-8 and lone surrogates replaced by U+FFFD.
-# Pure bash for the usual sizes; jq for huge or invalid text, where bash's
-# pattern substitution is too slow or cannot repair.
+# Pure bash up to 8 KiB. A longer ASCII string goes to jq (one process, far
+# quicker than bash on megabytes of escapes); a longer non-ASCII one is
+# escaped in chunks read from a here-string (bash buffers it), never ending a
+# chunk inside a UTF-8 sequence: jq 1.6 -R can split one at its buffer edge.
 _extjob_quote() {
-  local s=$1 t LC_ALL=C
-  if ((${#s} > 65536)); then
-    _extjob_q=$(printf '%s' "${s}" | jq -Rs .)
-    return
+  local LC_ALL=C
+  if ((${#1} <= 8192)); then
+    _extjob_escape "$1"
+    _extjob_q="\"${_extjob_e}\""
+    return 0
   fi
+  if [[ $1 != *[$'\x80'-$'\xff']* ]]; then
+    _extjob_q=$(printf '%s' "$1" | jq -Rs .)
+    return 0
+  fi
+  local chunk carry='' out='' k c need
+  while IFS= read -r -N 8192 chunk || [[ -n ${chunk} ]]; do
+    chunk=${carry}${chunk}
+    carry=''
+    for ((k = 1; k <= 3 && k <= ${#chunk}; k++)); do
+      c=${chunk: -k:1}
+      [[ ${c} == [$'\x80'-$'\xbf'] ]] && continue
+      if [[ ${c} == [$'\xc0'-$'\xff'] ]]; then
+        need=2
+        [[ ${c} > $'\xdf' ]] && need=3
+        [[ ${c} > $'\xef' ]] && need=4
+        if ((k < need)); then
+          carry=${chunk: -k}
+          chunk=${chunk:0:${#chunk}-k}
+        fi
+      fi
+      break
+    done
+    _extjob_escape "${chunk}"
+    out+=${_extjob_e}
+  done <<<"$1"
+  _extjob_q="\"${out%\\n}\"" # less the newline the here-string added
+}
+
+# Sets _extjob_e to the JSON string content (without quotes) of a short
+# STRING; the caller has set LC_ALL=C. Text that is not valid UTF-8 is
+# repaired by jq, which replaces what is invalid with U+FFFD.
+_extjob_escape() {
+  local s=$1 t code
   if [[ ${s} == *[$'\x80'-$'\xff']* ]]; then
+    # Blank out every valid sequence; a high byte left over is invalid.
     t=${s//[$'\xf1'-$'\xf3'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
     t=${t//$'\xf0'[$'\x90'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
     t=${t//$'\xf4'[$'\x80'-$'\x8f'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
@@ -301,8 +338,9 @@ _extjob_quote() {
     t=${t//$'\xed'[$'\x80'-$'\x9f'][$'\x80'-$'\xbf']/x}
     t=${t//[$'\xc2'-$'\xdf'][$'\x80'-$'\xbf']/x}
     if [[ ${t} == *[$'\x80'-$'\xff']* ]]; then
-      _extjob_q=$(printf '%s' "${s}" | jq -Rs .)
-      return
+      _extjob_e=$(printf '%s' "${s}" | jq -Rs .)
+      _extjob_e=${_extjob_e:1:${#_extjob_e}-2}
+      return 0
     fi
   fi
   s=${s//\\/\\\\}
@@ -311,14 +349,13 @@ _extjob_quote() {
     s=${s//$'\n'/\\n}
     s=${s//$'\r'/\\r}
     s=${s//$'\t'/\\t}
-    local code
     for ((code = 1; code < 32; code++)); do
       [[ ${s} == *"${_extjob_ctl[code]}"* ]] || continue
       printf -v t '\\u%04x' "${code}"
       s=${s//"${_extjob_ctl[code]}"/${t}}
     done
   fi
-  _extjob_q="\"${s}\""
+  _extjob_e=${s}
 }
 
 # Sets _extjob_q to TEXT as compact JSON, checked by jq; with `object`, the
@@ -483,7 +520,7 @@ _extjob_send() {
   [[ -z ${_extjob_done} ]] || return 0 # LIFE-4: nothing after the terminal
   if ((${#body} <= 3500)); then
     printf 'M %s %s\n' "${type}" "${body}" >&"${_extjob_fd}"
-    return
+    return 0
   fi
   _extjob_line_size "${type}" "${body}"
   size=${_extjob_size}
@@ -497,8 +534,12 @@ _extjob_send() {
 }
 
 # Sends a terminal message, waits for the agent to deliver it and exits.
+# (No bare `return` on this path: in an EXIT trap it would return the
+# status the script died with.)
 _extjob_terminal() {
   local type=$1 status=$2 body=$3
+  set +o errexit +o errtrace # the shell ends here; nothing may stop that
+  trap - ERR
   _extjob_send "${type}" "${body}"
   _extjob_done=${type}
   _extjob_finish
@@ -509,7 +550,7 @@ _extjob_terminal() {
 # everything (EXIT-3).
 _extjob_finish() {
   exec {_extjob_fd}>&-
-  read -r -u "${_extjob_done_fd}" _
+  read -r -u "${_extjob_done_fd}" _ || true
   exec {_extjob_done_fd}<&-
   return 0
 }
@@ -517,6 +558,8 @@ _extjob_finish() {
 _extjob_on_exit() {
   local status=$1
   [[ -z ${_extjob_done} ]] || return 0
+  set +o errexit +o errtrace
+  trap - ERR
   if [[ -n ${_extjob_handler:-} && ${status} != 0 ]]; then
     # `exit` or `set -e` inside job_run's handler: fail the job (WRAP-2).
     local handler=${_extjob_handler}
@@ -560,9 +603,11 @@ _extjob_cancel_signal() {
 
 # ------------------------------------------------ private: connection agent
 
-# The agent's state lives in its own process (names _a_*). Outbox:
-# _a_ob[id] is a message line kept until acknowledged (replay) or written
-# (v1); with replay, id is the message's seq. It reads one FIFO that carries
+# The agent's state lives in its own process (names _a_*). Outbox: _a_ob[id]
+# is a message kept until acknowledged (replay) or written (without replay).
+# With replay it is the whole line, stamped when queued, so that a replay is
+# identical (REPLAY-4) and id is its seq; without, it is the body, stamped
+# when written, so that timestamps never decrease on the wire (TIME-1). It reads one FIFO that carries
 # both the job shell's messages and its connection readers' events, so one
 # `read -t` waits for all of them and for the next timer.
 _extjob_agent() {
@@ -688,7 +733,9 @@ _extjob_a_give_up() {
     {
       printf '%s\n' "${hello}"
       for ((i = _a_first; i <= _a_id; i++)); do
-        [[ -n ${_a_ob[i]+x} ]] && printf '%s\n' "${_a_ob[i]}"
+        [[ -n ${_a_ob[i]+x} ]] || continue
+        _extjob_a_render "${i}"
+        printf '%s\n' "${_a_line}"
       done
     } >"${tmp}"
   ) && sync "${tmp}" 2>/dev/null && mv -f "${tmp}" "${_extjob_spool_path}"; then
@@ -755,13 +802,15 @@ _extjob_a_enqueue() {
     _extjob_a_remove "${_a_last_progress}" # REPLAY-6: coalesce while away
   fi
   ((++_a_id))
-  _extjob_a_stamp
-  line="{\"type\":\"${type}\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}"
-  [[ -n ${_a_replay} ]] && line+=",\"seq\":${_a_id}"
-  [[ -n ${body} ]] && line+=",${body}"
-  line+='}'
-  _a_ob[_a_id]=${line}
   _a_type[_a_id]=${type}
+  if [[ -n ${_a_replay} ]]; then
+    _a_ob[_a_id]=${body}
+    _extjob_a_render "${_a_id}"
+    line=${_a_line}
+  else
+    line=${body}
+  fi
+  _a_ob[_a_id]=${line}
   ((++_a_count, _a_bytes += ${#line}))
   case ${type} in
     started) _a_started=1 ;;
@@ -775,6 +824,21 @@ _extjob_a_enqueue() {
     _extjob_a_trim
   fi
   _extjob_a_flush
+}
+
+# Sets _a_line to the line of queued message ID. (A stored line starts with
+# "{"; a body never does.)
+_extjob_a_render() {
+  local id=$1
+  if [[ -n ${_a_replay} && ${_a_ob[id]} == '{'* ]]; then
+    _a_line=${_a_ob[id]}
+    return 0
+  fi
+  _extjob_a_stamp
+  _a_line="{\"type\":\"${_a_type[id]}\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}"
+  [[ -n ${_a_replay} ]] && _a_line+=",\"seq\":${id}"
+  [[ -n ${_a_ob[id]} ]] && _a_line+=",${_a_ob[id]}"
+  _a_line+='}'
 }
 
 _extjob_a_remove() {
@@ -805,7 +869,8 @@ _extjob_a_flush() {
   local i
   for ((i = _a_sent + 1; i <= _a_id; i++)); do
     if [[ -n ${_a_ob[i]+x} ]]; then
-      _extjob_a_write "${_a_ob[i]}" || return 0
+      _extjob_a_render "${i}"
+      _extjob_a_write "${_a_line}" || return 0
       [[ -n ${_a_replay} ]] || _extjob_a_remove "${i}"
       if ((i == _a_term)) && [[ -n ${_a_replay} ]]; then
         ((_a_ack_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000))) # REPLAY-3
