@@ -92,7 +92,11 @@ class PayloadError(ValueError):
 
 
 class MessageTooLarge(ValueError):
-    """A line would exceed the server's ``maxLineBytes`` (LIMIT-1)."""
+    """A line would exceed the server's ``maxLineBytes`` (LIMIT-1); ``size`` is its length."""
+
+    def __init__(self, kind: str, size: int, limit: int) -> None:
+        super().__init__(f"{kind} line of {size} bytes exceeds maxLineBytes {limit} (LIMIT-1)")
+        self.size = size
 
 
 class JobFinishedError(RuntimeError):
@@ -359,6 +363,7 @@ class _Link:
         self.spooled = False
         self.gave_up = False
         self._stop = False
+        self._wake_pending = False  # a wake byte is on its way to the link
 
         # Owned by the link thread alone.
         self._sock: socket.socket | None = None
@@ -425,7 +430,9 @@ class _Link:
                 self._last_progress = entry
             if kind in ("completed", "failed"):
                 self.terminal = entry
-        self._wake()
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:  # one byte per burst: the link takes everything queued when it wakes
+            self._wake()
 
     @property
     def ready(self) -> bool:
@@ -469,10 +476,7 @@ class _Link:
         text = head + ("}" if body == "{}" else "," + body[1:])
         line = text.encode("utf-8")
         if len(line) > self._payload.max_line_bytes:
-            raise MessageTooLarge(
-                f"{kind} line of {len(line)} bytes exceeds maxLineBytes "
-                f"{self._payload.max_line_bytes} (LIMIT-1)"
-            )
+            raise MessageTooLarge(kind, len(line), self._payload.max_line_bytes)
         if seq is not None:
             self._seq = seq
         return _Entry(kind, line + b"\n", timestamp, seq, fields)
@@ -492,7 +496,7 @@ class _Link:
         return self._count >= self._buffer_messages or self._bytes >= self._buffer_bytes
 
     def _discard(self, entry: _Entry) -> None:
-        """Drop an unsent entry where it stands; the writer skips it (its seq becomes a gap)."""
+        """Drop a buffered entry where it stands; the writer skips it (its seq becomes a gap)."""
         self._release(entry)
         entry.dropped = True
         entry.line = b""
@@ -822,6 +826,8 @@ class _Link:
         self._cond.notify_all()
 
     def _drain_waker(self) -> None:
+        with self._cond:
+            self._wake_pending = False
         try:
             data = self._waker_r.recv(4096)
         except OSError:
@@ -851,7 +857,8 @@ class _Link:
             was_ready = self._ready
             self._ready = False
             unsent = [entry for entry, _ in self._chunk_entries]
-            kept = [e for e in (*self._inflight, *unsent, *self._pending) if e.buffered]
+            everything = (*self._inflight, *unsent, *self._pending)
+            kept = [e for e in everything if e.buffered and not e.dropped]
             self._pending = deque(kept)
             self._inflight.clear()
             self._chunk_entries.clear()
@@ -1058,6 +1065,11 @@ class Job:
             raise RuntimeError("close() before complete() or fail()")
         self._link.wait_done(timeout)
         self._link.close()
+        if self._link.gave_up and not self._link.done:
+            where = f"spooled to {self.payload.spool_path}" if self._link.spooled else "lost"
+            _note(
+                f"the server stayed away for {self.payload.reconnect_window_ms} ms; result {where}"
+            )
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
@@ -1141,8 +1153,7 @@ class Job:
         try:
             self._link.submit("completed", {"result": result})
         except MessageTooLarge as exc:
-            size = str(exc).split(" line of ", 1)[1].split(" bytes", 1)[0]
-            self.fail(f"result too large: {size} bytes", retryable=False)
+            self.fail(f"result too large: {exc.size} bytes", retryable=False)
 
     def fail(
         self, error: str | BaseException, stack: str | None = None, *, retryable: bool = True
