@@ -2,10 +2,11 @@
 
 One :class:`EventHub` per HTTP app numbers every event of the job server and
 keeps the latest ``history`` of them, already encoded as SSE frames, in a ring
-indexed by number. Each open stream is a cursor into that ring: a stream
-never has a queue of its own, so a hundred streams cost one encoding per
-event, and a stream that wakes up late sends everything it missed in one
-write (batching grows with load instead of latency).
+indexed by number. A stream is a cursor into that ring, never a queue of its
+own. Once a stream has caught up, the hub writes to its socket itself: the
+events of one loop iteration (one read of a worker's socket) become one write
+per stream, encoded once for all of them, with no task switch per stream, so
+a hundred streams cost little more than one and batches grow with load.
 
 Event ids are ``<boot>-<n>``: ``boot`` is random per HTTP app, so an id from
 before a server restart is recognised as such and never confused with a
@@ -20,8 +21,9 @@ Resume guarantees (``Last-Event-ID``):
   all-jobs stream sends ``stream.reset``, after which the client re-reads
   what it shows over the REST API. Log lines are persisted, so nothing is
   lost for good: ``GET /api/jobs/{id}/logs?after=N`` returns them.
-- A stream that falls more than ``history`` events behind is treated the
-  same way as a resume from too old an id.
+- A client that does not read (more than ``WRITE_BUFFER_LIMIT`` bytes queued
+  for it) is disconnected: it reconnects with its ``Last-Event-ID`` like
+  after any drop, so a slow client never holds memory or the server back.
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 KEEPALIVE_SECONDS = 15.0
+WRITE_BUFFER_LIMIT = 4 * 1024 * 1024
+# At most one write per stream per interval: under a flood of events a
+# hundred streams cost a few hundred writes a second, not a hundred per event;
+# a lone event is written at once.
+MIN_FLUSH_INTERVAL = 0.002
 
 Snapshot = Callable[[], Awaitable[Mapping[str, Any] | None]]
 
@@ -48,15 +56,26 @@ class _Frame:
     data: bytes
 
 
+@dataclass(eq=False)
+class _Live:
+    """A caught-up stream: the hub writes its events straight to its socket."""
+
+    transport: asyncio.WriteTransport
+    job_id: str | None
+    cursor: int
+    ended: asyncio.Future[str]
+
+
 class EventHub:
-    """Numbers events, keeps the latest ``history`` of them, and wakes streams."""
+    """Numbers events, keeps the latest ``history`` of them, and writes them to streams."""
 
     def __init__(self, history: int) -> None:
         self.boot = secrets.token_hex(4)
         self._ring: list[_Frame | None] = [None] * history
         self._last = 0
-        self._waiters: asyncio.Future[None] | None = None
-        self._wake_scheduled = False
+        self._live: set[_Live] = set()
+        self._flush_scheduled = False
+        self._flushed_at = 0.0
         self.closed = False
         self.published = 0
 
@@ -64,6 +83,10 @@ class EventHub:
     def last(self) -> int:
         """The number of the newest event (0 before the first)."""
         return self._last
+
+    @property
+    def streams(self) -> int:
+        return len(self._live)
 
     def event_id(self, number: int) -> str:
         return f"{self.boot}-{number}"
@@ -74,16 +97,13 @@ class EventHub:
         frame = _encode(self.event_id(self._last), name, data)
         self._ring[self._last % len(self._ring)] = _Frame(self._last, job_id, frame)
         self.published += 1
-        # Events of one read chunk arrive in one loop iteration: wake the
-        # streams once for all of them.
-        if not self._wake_scheduled and self._waiters is not None:
-            self._wake_scheduled = True
-            asyncio.get_running_loop().call_soon(self._wake)
+        self._schedule_flush()
 
     def close(self) -> None:
         """End every stream (server shutdown)."""
         self.closed = True
-        self._wake()
+        for live in tuple(self._live):
+            self._end(live, "shutdown")
 
     def resume_point(self, last_event_id: str | None) -> int | None:
         """The number to continue after, or None when ``last_event_id`` is unusable."""
@@ -97,11 +117,9 @@ class EventHub:
             return None
         return n
 
-    def since(self, cursor: int, job_id: str | None) -> tuple[bytes, int] | None:
-        """Frames after ``cursor`` (for one job, or all) and the new cursor.
-
-        None when the ring no longer reaches back to ``cursor``.
-        """
+    def since(self, cursor: int, job_id: str | None) -> bytes | None:
+        """The frames after ``cursor`` (of one job, or all); None when the ring
+        no longer reaches back to ``cursor``."""
         if cursor < self._last - len(self._ring):
             return None
         size = len(self._ring)
@@ -111,27 +129,84 @@ class EventHub:
             assert frame is not None and frame.number == n  # the ring reaches back to cursor
             if job_id is None or frame.job_id == job_id:
                 frames.append(frame.data)
-        return b"".join(frames), self._last
+        return b"".join(frames)
 
-    async def wait(self, cursor: int, timeout: float) -> None:
-        """Return when there are events after ``cursor``, on close, or after ``timeout``."""
-        if self._last > cursor or self.closed:
+    async def follow(
+        self, transport: asyncio.WriteTransport, job_id: str | None, cursor: int
+    ) -> str:
+        """Write every event after ``cursor`` to ``transport`` until the client goes
+        (``"gone"``), cannot keep up (``"slow"``) or the hub closes (``"shutdown"``)."""
+        live = _Live(transport, job_id, cursor, asyncio.get_running_loop().create_future())
+        if self.closed:
+            return "shutdown"
+        self._live.add(live)
+        self._schedule_flush()
+        try:
+            while not live.ended.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(live.ended), KEEPALIVE_SECONDS)
+                if not live.ended.done():
+                    # A comment keeps proxies and idle timeouts from closing a
+                    # quiet stream, and finds a client that has gone.
+                    self._send(live, _KEEPALIVE)
+            return live.ended.result()
+        finally:
+            self._live.discard(live)
+
+    def _schedule_flush(self) -> None:
+        # Events of one read chunk arrive in one loop iteration: write them
+        # to the streams once, after all of them.
+        if self._live and not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_at(max(loop.time(), self._flushed_at + MIN_FLUSH_INTERVAL), self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._flushed_at = asyncio.get_running_loop().time()
+        # Streams at the same point get the same bytes: frame them once.
+        chunks: dict[tuple[int, str | None], bytes | None] = {}
+        for live in tuple(self._live):
+            key = (live.cursor, live.job_id)
+            if key not in chunks:
+                frames = self.since(live.cursor, live.job_id)
+                chunks[key] = _chunk(frames) if frames else frames
+            chunk = chunks[key]
+            live.cursor = self._last
+            if chunk is None:  # more than the ring holds in one loop iteration
+                self._end(live, "slow")
+            elif chunk:
+                self._send(live, chunk)
+
+    def _send(self, live: _Live, chunk: bytes) -> None:
+        transport = live.transport
+        if transport.is_closing():
+            self._end(live, "gone")
             return
-        if self._waiters is None:
-            self._waiters = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._waiters), timeout)
+        transport.write(chunk)
+        if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            self._end(live, "slow")
 
-    def _wake(self) -> None:
-        self._wake_scheduled = False
-        waiters, self._waiters = self._waiters, None
-        if waiters is not None and not waiters.done():
-            waiters.set_result(None)
+    def _end(self, live: _Live, reason: str) -> None:
+        self._live.discard(live)
+        if not live.ended.done():
+            live.ended.set_result(reason)
+
+
+def _chunk(data: bytes) -> bytes:
+    # aiohttp sent the headers with chunked transfer encoding: one HTTP chunk.
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+_KEEPALIVE = _chunk(b": keepalive\n\n")
 
 
 def _encode(event_id: str, name: str, data: Mapping[str, Any]) -> bytes:
-    body = json.dumps(data, separators=(",", ":"), default=str)
-    return f"id: {event_id}\nevent: {name}\ndata: {body}\n\n".encode()
+    try:
+        body = orjson.dumps(data, default=str)  # the hot path: once per event
+    except TypeError:  # what orjson refuses (integers beyond 64 bits) json still writes
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), name.encode(), body)
 
 
 async def stream(
@@ -146,19 +221,15 @@ async def stream(
         }
     )
     await response.prepare(request)
+    # Sends the headers now: the hub writes the events to the socket itself.
+    await response.write(b": extjob events\n\n")
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     cursor = hub.resume_point(last_event_id)
     if cursor is None:
         cursor = await _restart(response, hub, snapshot, resumed=bool(last_event_id))
-    while not hub.closed:
-        await hub.wait(cursor, KEEPALIVE_SECONDS)
-        batch = hub.since(cursor, job_id)
-        if batch is None:  # this client fell behind by more than the ring holds
-            cursor = await _restart(response, hub, snapshot, resumed=True)
-            continue
-        frames, cursor = batch
-        # A comment keeps proxies and idle-timeouts from closing a quiet stream.
-        await response.write(frames or b": keepalive\n\n")
+    transport = request.transport
+    if transport is not None and await hub.follow(transport, job_id, cursor) == "slow":
+        transport.close()  # the client resumes with its Last-Event-ID
     return response
 
 
