@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .api import ApiClient, Target
+from .api import ApiClient, ApiError, Target
 from .follow import BAR_WIDTH, FINISHED
 
 RESTART_AT_PERCENT = 40.0
 SERVER_START_SECONDS = 30.0
+CANCEL_WAIT_SECONDS = 15.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -148,8 +149,8 @@ async def _run_jobs(
             body = event.json()
             job_id = body.get("jobId")
             if event.name == "stream.reset":  # the server restarted: read everything again
-                for job_id in jobs:
-                    board.update(await api.get(job_id))
+                for known in jobs:
+                    board.update(await api.get(known))
             elif job_id in jobs:
                 if event.name == "job.external.progress":
                     board.progress(job_id, body.get("percent") or 0.0, body.get("message"))
@@ -171,8 +172,24 @@ async def _run_jobs(
                 )
     finally:
         await events.aclose()
+        if not board.all_finished():  # interrupted: workers outlive a server stop
+            await _cancel(api, list(jobs))
     board.summary()
     return 0 if board.all_completed() else 1
+
+
+async def _cancel(api: ApiClient, job_ids: list[str]) -> None:
+    """Cancel the jobs and wait (a little) for their workers to end."""
+    with contextlib.suppress(ApiError):
+        for job_id in job_ids:
+            with contextlib.suppress(ApiError):
+                await api.cancel(job_id)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            states = [(await api.get(job_id))["status"] for job_id in job_ids]
+            if all(state in FINISHED for state in states):
+                return
+            await asyncio.sleep(0.2)
 
 
 class _Board:
