@@ -237,6 +237,7 @@ def test_sse_resume_from_an_unknown_id_says_so(server: Server) -> None:
 def test_metrics_count_jobs_and_time_requests(server: Server) -> None:
     job = server.enqueue("crash")
     server.wait_for_status(job["id"], "failed")
+    assert server.call("GET", "/api/jobs/j_unknown").status == 404
     reply = server.call("GET", "/metrics")
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("text/plain")
@@ -244,11 +245,10 @@ def test_metrics_count_jobs_and_time_requests(server: Server) -> None:
     failed = next(line for line in lines if line.startswith('extjob_jobs{state="failed"}'))
     assert int(failed.split()[-1]) >= 1
     assert any(line.startswith("extjob_messages_received_total ") for line in lines)
+    timed = [line.split("{", 1)[1] for line in lines if line.startswith("extjob_http_request_dur")]
+    assert any(line.startswith('method="POST",route="/api/jobs",status="201"') for line in timed)
     assert any(
-        line.startswith(
-            'extjob_http_request_duration_seconds_count{method="POST",route="/api/jobs",status="201"}'
-        )
-        for line in lines
+        line.startswith('method="GET",route="/api/jobs/{id}",status="404"') for line in timed
     )
 
 

@@ -34,7 +34,7 @@ def create_app(server: JobServer, settings: HttpSettings) -> web.Application:
     # LIMIT-2 bounds the job's data; the envelope around it is small.
     app = web.Application(
         client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024,
-        middlewares=[_errors, _timing, _auth],
+        middlewares=[_timing, _errors, _auth],
     )
     app[SERVER] = server
     app[HUB] = events.EventHub(settings.event_history)
