@@ -176,3 +176,23 @@ def test_levels_with_data_named_like_parameters(peer: Peer, workers: Callable[..
     peer.wait_type("completed")
     logs = peer.messages("log")
     assert [(m["level"], m["data"]) for m in logs] == [(lv, {"level": lv}) for lv in LEVELS]
+
+
+def test_no_server_at_start_exits_1_with_one_line(
+    short_tmp: Path, workers: Callable[..., Worker]
+) -> None:
+    """RECONNECT-1 then RECONNECT-3 before the job starts: retry for the window, then give up
+    with a non-zero exit and one line on stderr; the job code never runs."""
+    payload = {
+        "jobId": "j_1",
+        "name": "fixture",
+        "data": {"scenario": "crash", "code": 9},
+        "socketPath": str(short_tmp / "nobody.sock"),
+        "reconnectWindowMs": 400,
+    }
+    started = time.monotonic()
+    worker = workers(payload)
+    assert worker.wait() == 1
+    assert time.monotonic() - started >= 0.4
+    lines = worker.output()[1].decode().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0], lines
