@@ -582,10 +582,7 @@ class _Link:
         try:
             sock = self._open()
         except OSError:
-            self._delay = (
-                min(RECONNECT_MAX_S, self._delay * 2) if self._delay else RECONNECT_FIRST_S
-            )
-            self._next_attempt = now + self._delay * (1 + random.uniform(0, RECONNECT_JITTER))
+            self._retry_later(first=False)
             return True
         sock = _above_stdio(sock)
         sock.setblocking(False)
@@ -594,19 +591,32 @@ class _Link:
         self._events = selectors.EVENT_READ
         if self.extended:
             with self._cond:
-                hello = {
-                    "token": self._payload.token,
-                    "protocolVersion": 1,
-                    "features": list(self.features),
-                    "pid": os.getpid(),
-                }
-                entry = self._build("hello", _encode_json(hello))
+                entry = self._hello()
             self._chunk = entry.line
             self._chunk_entries.append((entry, len(entry.line)))
             self._welcome_deadline = time.monotonic() + max(2.0, self._interval)  # AUTH-2
         else:
             self._became_ready(None)
         return True
+
+    def _hello(self) -> _Entry:
+        """AUTH-2: the line that presents the token; first on every connection and spool file."""
+        fields = {
+            "token": self._payload.token,
+            "protocolVersion": 1,
+            "features": list(self.features),
+            "pid": os.getpid(),
+        }
+        return self._build("hello", _encode_json(fields))
+
+    def _retry_later(self, *, first: bool) -> None:
+        """RECONNECT-1: wait 100 ms, then twice the previous wait up to 2000 ms, plus jitter."""
+        if first or not self._delay:
+            self._delay = RECONNECT_FIRST_S
+        else:
+            self._delay = min(RECONNECT_MAX_S, self._delay * 2)
+        jitter = 1 + random.uniform(0, RECONNECT_JITTER)
+        self._next_attempt = time.monotonic() + self._delay * jitter
 
     def _open(self) -> socket.socket:
         path = self._payload.socket_path
@@ -866,28 +876,17 @@ class _Link:
             self._chunk_pos = 0
             self._heartbeat_queued = False
             self._cond.notify_all()
-        now = time.monotonic()
         if was_ready:
-            self._down_since = now
+            self._down_since = time.monotonic()
             self._attempts = 0
-            self._delay = RECONNECT_FIRST_S
-        else:
-            self._delay = (
-                min(RECONNECT_MAX_S, self._delay * 2) if self._delay else RECONNECT_FIRST_S
-            )
-        self._next_attempt = now + self._delay * (1 + random.uniform(0, RECONNECT_JITTER))
+            _note(f"connection lost ({reason}); reconnecting")
+        self._retry_later(first=was_ready)
 
     def _give_up(self) -> None:
         """RECONNECT-3: the server stayed away; spool the result if we may (SPOOL-2)."""
         with self._cond:
             if self.terminal is not None and "spool" in self.features and self._payload.spool_path:
-                hello = {
-                    "token": self._payload.token,
-                    "protocolVersion": 1,
-                    "features": list(self.features),
-                    "pid": os.getpid(),
-                }
-                lines = [self._build("hello", _encode_json(hello)).line]
+                lines = [self._hello().line]
                 lines += [e.line for e in self._pending if e.buffered and not e.dropped]
                 self.spooled = _write_spool(self._payload.spool_path, lines)
             self.gave_up = True
@@ -1052,9 +1051,14 @@ class Job:
         if self._started:
             raise RuntimeError("the job was already started")
         self._started = True
-        self._link.start()
         if handle_sigterm and threading.current_thread() is threading.main_thread():
+            # Before started goes out: a server may cancel as soon as it sees it.
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self._link.start()
+        except ConnectError:
+            self._restore_sigterm()
+            raise
 
     def close(self, timeout: float | None = None) -> int:
         """Wait until the terminal message is acknowledged, or spooled (RECONNECT-3).
@@ -1070,9 +1074,7 @@ class Job:
             _note(
                 f"the server stayed away for {self.payload.reconnect_window_ms} ms; result {where}"
             )
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
+        self._restore_sigterm()
         return self.exit_status
 
     def __enter__(self) -> Job:
@@ -1243,6 +1245,11 @@ class Job:
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._link.signal_cancel()
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
 
 
 def _call_all_quietly(callbacks: list[Callable[[str], object]], reason: str) -> None:
