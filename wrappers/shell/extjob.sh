@@ -70,11 +70,17 @@ job_data_get() {
 
 #######################################
 # Reports progress (MSG-4).
-# Arguments: percent (number 0-100), [message], [data: a JSON object]
+# Arguments: [-j] percent (number 0-100), [message], [data: a JSON object].
+#   With -j the message is a JSON string (text bash cannot hold, like NUL).
 # Returns: 0, or 2 with a line on stderr for a bad argument
 # Example: job_progress 50 "halfway" '{"step": "resize"}'
 #######################################
 job_progress() {
+  local json=''
+  if [[ ${1:-} == -j ]]; then
+    json=1
+    shift
+  fi
   local percent=${1:-} message=${2-} data=${3:-} body
   if ! [[ ${percent} =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] \
     || ((${percent%%.*} > 100)) || [[ ${percent} == 100.*[1-9]* ]]; then
@@ -83,7 +89,7 @@ job_progress() {
   fi
   body="\"percent\":${percent}"
   if (($# >= 2)); then
-    _extjob_quote "${message}"
+    _extjob_text "${json}" "${message}" || return 2
     body+=",\"message\":${_extjob_q}"
   fi
   if [[ -n ${data} ]]; then
@@ -95,11 +101,17 @@ job_progress() {
 
 #######################################
 # Writes a job log entry (MSG-6).
-# Arguments: level (debug|info|warn|error), message, [data: a JSON object]
+# Arguments: [-j] level (debug|info|warn|error), message, [data: a JSON
+#   object]. With -j the message is a JSON string.
 # Returns: 0, or 2 with a line on stderr for a bad argument
 # Example: job_log warn "slow disk" '{"ms": 812}'
 #######################################
 job_log() {
+  local json=''
+  if [[ ${1:-} == -j ]]; then
+    json=1
+    shift
+  fi
   local level=${1:-} message=${2-} data=${3:-} body
   case ${level} in
     debug | info | warn | error) ;;
@@ -108,7 +120,7 @@ job_log() {
       return 2
       ;;
   esac
-  _extjob_quote "${message}"
+  _extjob_text "${json}" "${message}" || return 2
   body="\"level\":\"${level}\",\"message\":${_extjob_q}"
   if [[ -n ${data} ]]; then
     _extjob_json "${data}" object || return 2
@@ -119,13 +131,13 @@ job_log() {
 
 #######################################
 # Shortcuts for job_log at one level.
-# Arguments: message, [data: a JSON object]
+# Arguments: [-j] message, [data: a JSON object]
 # Example: job_info "resized" '{"w": 640}'
 #######################################
-job_debug() { job_log debug "$@"; }
-job_info() { job_log info "$@"; }
-job_warn() { job_log warn "$@"; }
-job_error() { job_log error "$@"; }
+job_debug() { _extjob_log_at debug "$@"; }
+job_info() { _extjob_log_at info "$@"; }
+job_warn() { _extjob_log_at warn "$@"; }
+job_error() { _extjob_log_at error "$@"; }
 
 #######################################
 # Completes the job (MSG-7), waits for the acknowledgement and exits 0.
@@ -147,20 +159,22 @@ job_complete() {
 
 #######################################
 # Fails the job (MSG-8), waits for the acknowledgement and exits 1.
-# Arguments: [--no-retry] (retryable: false, CKPT-4), error text, [stack]
+# Arguments: [--no-retry] (retryable: false, CKPT-4), [-j] (error and stack
+#   are JSON strings), error text, [stack]
 # Example: job_fail "disk full" "$(caller)"
 #######################################
 job_fail() {
-  local retryable=''
-  if [[ ${1:-} == --no-retry ]]; then
-    retryable=',"retryable":false'
+  local retryable='' json=''
+  while [[ ${1:-} == --no-retry || ${1:-} == -j ]]; do
+    if [[ $1 == -j ]]; then json=1; else retryable=',"retryable":false'; fi
     shift
-  fi
+  done
   local error=${1:-job failed} stack=${2-} body
-  _extjob_quote "${error}"
+  [[ -n ${error} && ${error} != '""' ]] || error='job failed' json='' # MSG-8
+  _extjob_text "${json}" "${error}" || _extjob_quote "invalid error text: ${error}"
   body="\"error\":${_extjob_q}"
   if (($# >= 2)); then
-    _extjob_quote "${stack}"
+    _extjob_text "${json}" "${stack}" || _extjob_quote "${stack}"
     body+=",\"stack\":${_extjob_q}"
   fi
   body+=${retryable}
@@ -328,20 +342,10 @@ _extjob_quote() {
 # repaired by jq, which replaces what is invalid with U+FFFD.
 _extjob_escape() {
   local s=$1 t code
-  if [[ ${s} == *[$'\x80'-$'\xff']* ]]; then
-    # Blank out every valid sequence; a high byte left over is invalid.
-    t=${s//[$'\xf1'-$'\xf3'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
-    t=${t//$'\xf0'[$'\x90'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
-    t=${t//$'\xf4'[$'\x80'-$'\x8f'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
-    t=${t//[$'\xe1'-$'\xec'$'\xee'$'\xef'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
-    t=${t//$'\xe0'[$'\xa0'-$'\xbf'][$'\x80'-$'\xbf']/x}
-    t=${t//$'\xed'[$'\x80'-$'\x9f'][$'\x80'-$'\xbf']/x}
-    t=${t//[$'\xc2'-$'\xdf'][$'\x80'-$'\xbf']/x}
-    if [[ ${t} == *[$'\x80'-$'\xff']* ]]; then
-      _extjob_e=$(printf '%s' "${s}" | jq -Rs .)
-      _extjob_e=${_extjob_e:1:${#_extjob_e}-2}
-      return 0
-    fi
+  if ! _extjob_utf8_ok "${s}"; then
+    _extjob_e=$(printf '%s' "${s}" | jq -Rs .)
+    _extjob_e=${_extjob_e:1:${#_extjob_e}-2}
+    return 0
   fi
   s=${s//\\/\\\\}
   s=${s//\"/\\\"}
@@ -358,18 +362,138 @@ _extjob_escape() {
   _extjob_e=${s}
 }
 
-# Sets _extjob_q to TEXT as compact JSON, checked by jq; with `object`, the
-# value must be an object (MSG-4, MSG-6). Multi-line input is made one line.
+# Tells whether STRING is valid UTF-8 (no lone surrogates, FRAME-2); the
+# caller has set LC_ALL=C. Blanks out every valid sequence: a high byte left
+# over is invalid.
+_extjob_utf8_ok() {
+  [[ $1 == *[$'\x80'-$'\xff']* ]] || return 0
+  local t
+  t=${1//[$'\xf1'-$'\xf3'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+  t=${t//$'\xf0'[$'\x90'-$'\xbf'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+  t=${t//$'\xf4'[$'\x80'-$'\x8f'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+  t=${t//[$'\xe1'-$'\xec'$'\xee'$'\xef'][$'\x80'-$'\xbf'][$'\x80'-$'\xbf']/x}
+  t=${t//$'\xe0'[$'\xa0'-$'\xbf'][$'\x80'-$'\xbf']/x}
+  t=${t//$'\xed'[$'\x80'-$'\x9f'][$'\x80'-$'\xbf']/x}
+  t=${t//[$'\xc2'-$'\xdf'][$'\x80'-$'\xbf']/x}
+  [[ ${t} != *[$'\x80'-$'\xff']* ]]
+}
+
+# Sets _extjob_q to a text argument as a JSON string: quoted, or, when JSON
+# (the -j option) is set, checked by jq.
+_extjob_text() {
+  if [[ -n $1 ]]; then
+    _extjob_json "$2" string
+  else
+    _extjob_quote "$2"
+  fi
+}
+
+_extjob_log_at() {
+  if [[ ${2:-} == -j ]]; then
+    job_log -j "$1" "${@:3}"
+  else
+    job_log "$@"
+  fi
+}
+
+# Sets _extjob_q to TEXT as compact JSON (one line); KIND `object` or
+# `string` requires that type (MSG-4, MSG-6). Short text is checked in pure
+# bash; what that cannot vouch for goes to jq, which also names the problem.
 _extjob_json() {
   local text=$1 kind=${2:-value} out
+  if ((${#text} <= 4096)) && _extjob_json_compact "${text}" "${kind}"; then
+    return 0
+  fi
   if ! out=$(printf '%s' "${text}" | jq -cs --arg kind "${kind}" '
       if length != 1 then error("expected one JSON value, got \(length)")
-      elif $kind == "object" and (.[0] | type) != "object"
-      then error("expected a JSON object, got \(.[0] | type)")
+      elif $kind != "value" and (.[0] | type) != $kind
+      then error("expected a JSON \($kind), got \(.[0] | type)")
       else .[0] end' 2>&1); then
-    _extjob_err "${FUNCNAME[1]}: not valid JSON: ${out##*: }"
+    local caller
+    for caller in "${FUNCNAME[@]}"; do
+      [[ ${caller} == job_* ]] && break
+    done
+    _extjob_err "${caller}: not valid JSON: ${out##*: }"
     return 2
   fi
+  _extjob_q=${out}
+}
+
+# Sets _extjob_q to TEXT compacted when TEXT is one JSON value of KIND (RFC
+# 8259, checked token by token); fails when it is not, or when it holds what
+# only jq may judge (invalid UTF-8, \ud800-style escapes).
+_extjob_json_compact() {
+  local LC_ALL=C
+  local rest=$1 kind=$2 out='' tok c open stack='' expect=value
+  local re_ws=$'^[ \t\n\r]+'
+  local re_str=$'^"([^"\\\\\x01-\x1f]|\\\\["\\\\/bfnrt]|\\\\u[0-9a-fA-F]{4})*"'
+  local re_num='^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?'
+  local re_lit='^(true|false|null)'
+  case ${kind} in
+    object) [[ ${rest} =~ ^[[:space:]]*\{ ]] || return 1 ;;
+    string) [[ ${rest} =~ ^[[:space:]]*\" ]] || return 1 ;;
+  esac
+  while :; do
+    [[ ${rest} =~ ${re_ws} ]] && rest=${rest:${#BASH_REMATCH[0]}}
+    if [[ -z ${rest} ]]; then
+      [[ ${expect} == end ]] || return 1
+      break
+    fi
+    c=${rest:0:1}
+    case ${c} in
+      '{' | '[')
+        [[ ${expect} == value || ${expect} == value_or_close ]] || return 1
+        stack+=${c}
+        tok=${c}
+        expect=value_or_close
+        [[ ${c} == '{' ]] && expect=key_or_close
+        ;;
+      '}' | ']')
+        open='['
+        [[ ${c} == '}' ]] && open='{'
+        [[ ${stack: -1} == "${open}" ]] || return 1
+        [[ ${expect} == comma_or_close || ${expect} == key_or_close && ${c} == '}' \
+          || ${expect} == value_or_close && ${c} == ']' ]] || return 1
+        stack=${stack%?}
+        tok=${c}
+        expect=after_value
+        ;;
+      :)
+        [[ ${expect} == colon ]] || return 1
+        tok=:
+        expect=value
+        ;;
+      ,)
+        [[ ${expect} == comma_or_close ]] || return 1
+        tok=,
+        expect=value
+        [[ ${stack: -1} == '{' ]] && expect=key
+        ;;
+      '"')
+        [[ ${rest} =~ ${re_str} ]] || return 1
+        tok=${BASH_REMATCH[0]}
+        case ${expect} in
+          key | key_or_close) expect='colon' ;;
+          value | value_or_close) expect=after_value ;;
+          *) return 1 ;;
+        esac
+        ;;
+      *)
+        [[ ${expect} == value || ${expect} == value_or_close ]] || return 1
+        [[ ${rest} =~ ${re_num} || ${rest} =~ ${re_lit} ]] || return 1
+        tok=${BASH_REMATCH[0]}
+        expect=after_value
+        ;;
+    esac
+    if [[ ${expect} == after_value ]]; then
+      expect=comma_or_close
+      [[ -z ${stack} ]] && expect=end
+    fi
+    out+=${tok}
+    rest=${rest:${#tok}}
+  done
+  [[ ${out} != *\\[uU][dD][89a-fA-F]* ]] || return 1
+  _extjob_utf8_ok "${out}" || return 1
   _extjob_q=${out}
 }
 
@@ -607,7 +731,14 @@ _extjob_cancel_signal() {
 # is a message kept until acknowledged (replay) or written (without replay).
 # With replay it is the whole line, stamped when queued, so that a replay is
 # identical (REPLAY-4) and id is its seq; without, it is the body, stamped
-# when written, so that timestamps never decrease on the wire (TIME-1). It reads one FIFO that carries
+# when written, so that timestamps never decrease on the wire (TIME-1).
+#
+# Inputs: the job shell's messages come over the `events` FIFO; what the
+# server says comes from each connection's reader, appended to the regular
+# file `server`, which the agent drains on every turn of its loop (at least
+# every 100 ms). A reader never blocks on the agent: the agent may be
+# blocked writing to a server that does not read, and the server may be
+# waiting for us to read its acks (CTRL-6). It reads one FIFO that carries
 # both the job shell's messages and its connection readers' events, so one
 # `read -t` waits for all of them and for the next timer.
 _extjob_agent() {
@@ -616,8 +747,10 @@ _extjob_agent() {
   trap '' PIPE INT
   trap ':' TERM HUP # outlive the group's SIGTERM long enough to deliver
   export LC_ALL=C
-  local _a_ev _a_done
+  local _a_ev _a_done _a_srv _a_srv_partial=''
   exec {_a_ev}<>"${_extjob_dir}/events"
+  : >"${_extjob_dir}/server"
+  exec {_a_srv}<"${_extjob_dir}/server"
   exec {_a_done}>"${_extjob_dir}/done"
   local -a _a_ob=() _a_type=()
   local _a_id=0 _a_first=1 _a_sent=0 _a_bytes=0 _a_count=0 _a_dropped=0
@@ -631,6 +764,7 @@ _extjob_agent() {
   _a_down_since=${_a_now}
   _extjob_a_connect
   while :; do
+    _extjob_a_server_events
     _extjob_a_timers
     _extjob_a_should_exit && break
     _extjob_a_wait_time
@@ -665,7 +799,7 @@ _extjob_a_stamp() {
 
 # Sets _a_t to the seconds until the nearest deadline (for read -t).
 _extjob_a_wait_time() {
-  local next=$((_a_now + 1000)) # also poll that the job shell is alive
+  local next=$((_a_now + 100)) # poll the server's events, and that the job shell lives
   if [[ ${_a_state} == down && -z ${_a_refused} ]] && ((_a_retry_at < next)); then
     next=${_a_retry_at}
   fi
@@ -754,7 +888,17 @@ _extjob_a_hello() {
   _a_line+=",\"features\":[\"${features// /\",\"}\"],\"pid\":$$}"
 }
 
-# Handles one FIFO line: a message from the job shell, or an event from a
+# Handles what the readers have appended to the server file since last time.
+_extjob_a_server_events() {
+  local line
+  while IFS= read -r -u "${_a_srv}" line; do
+    _extjob_a_event "${_a_srv_partial}${line}"
+    _a_srv_partial=''
+  done
+  _a_srv_partial+=${line} # a line still being appended
+}
+
+# Handles one line: a message from the job shell, or an event from a
 # connection's reader (events of an earlier connection are ignored).
 _extjob_a_event() {
   local line=$1 kind rest conn body
@@ -798,8 +942,8 @@ _extjob_a_enqueue() {
   local type=$1 body=$2 line
   [[ -z ${_a_ended} ]] || return 0 # LIFE-4
   _extjob_now
-  if [[ ${type} == progress && ${_a_state} != up ]] && ((_a_last_progress > _a_sent)); then
-    _extjob_a_remove "${_a_last_progress}" # REPLAY-6: coalesce while away
+  if [[ ${type} == progress && ${_a_state} == down ]] && ((_a_last_progress > _a_sent)); then
+    _extjob_a_remove "${_a_last_progress}" # REPLAY-6: coalesce after a failure
   fi
   ((++_a_id))
   _a_type[_a_id]=${type}
@@ -894,7 +1038,7 @@ _extjob_a_connect() {
   _a_state=connecting
   if [[ ${_extjob_socket} == tcp://* ]]; then
     if exec {_a_sock}<>"/dev/tcp/${_extjob_host}/${_extjob_port}"; then
-      _extjob_reader "${_a_conn}" <&"${_a_sock}" >&"${_a_ev}" &
+      _extjob_reader "${_a_conn}" <&"${_a_sock}" >>"${_extjob_dir}/server" &
       _a_pid=$!
       _extjob_a_connected
     else
@@ -904,7 +1048,7 @@ _extjob_a_connect() {
   else
     # socat's notice "starting data transfer" tells the reader it connected.
     exec {_a_sock}> >(exec socat -d -d -t 0.05 STDIO "UNIX-CONNECT:${_extjob_socket}" \
-      > >(_extjob_reader "${_a_conn}" >&"${_a_ev}") 2>&1)
+      > >(_extjob_reader "${_a_conn}" >>"${_extjob_dir}/server") 2>&1)
     _a_pid=$!
   fi
 }

@@ -17,16 +17,15 @@ scenario_complete() {
 
 scenario_echo() {
   local text
-  # The "." keeps trailing newlines that $(...) would strip.
-  text=$(job_data_get '(.text // "") + "."')
-  text=${text%.}
-  job_log info "${text}"
-  job_progress 50 "${text}"
+  # As a JSON string (-j): bash strings cannot hold every character (NUL).
+  text=$(job_data_get '.text // "" | tojson')
+  job_log -j info "${text}"
+  job_progress -j 50 "${text}"
   JOB_RESULT=$(job_data_get '.value | tojson')
 }
 
 scenario_fail() {
-  job_fail "$(job_data_get '.message // "fixture failure"')"
+  job_fail -j "$(job_data_get '.message // "fixture failure" | tojson')"
 }
 
 scenario_sleep() {
@@ -36,11 +35,24 @@ scenario_sleep() {
   JOB_RESULT="{\"slept\": ${ms}}"
 }
 
+# Sets percent to I * 100 / COUNT as a decimal number (bash has integers
+# only), without a subshell.
+percent_of() {
+  local i=$1 count=$2 digits fraction=''
+  local whole=$((i * 100 / count)) rest=$((i * 100 % count))
+  for ((digits = 0; digits < 12 && rest; digits++)); do
+    fraction+=$((rest * 10 / count))
+    rest=$((rest * 10 % count))
+  done
+  percent=${whole}${fraction:+.${fraction}}
+}
+
 scenario_progress() {
-  local count i
+  local count i percent
   count=$(job_data_get '.count // 100')
   for ((i = 1; i <= count; i++)); do
-    job_progress $((i * 100 / count)) "step ${i}"
+    percent_of "${i}" "${count}"
+    job_progress "${percent}" "step ${i}"
   done
   JOB_RESULT="{\"count\": ${count}}"
 }
@@ -61,7 +73,7 @@ scenario_logs() {
 scenario_levels() {
   local level
   for level in debug info warn error; do
-    job_log "${level}" "level ${level}" "{\"level\": \"${level}\"}"
+    job_log "${level}" "${level}" "{\"level\": \"${level}\"}"
   done
 }
 
