@@ -14,7 +14,7 @@ from aiohttp import web
 
 from extjob.protocol import MAX_PAYLOAD_BYTES
 
-from .. import JobServer
+from .. import Event, JobServer
 from . import events, metrics
 from .settings import HttpSettings
 from .validate import RequestError, enqueue_options, query_int, query_status
@@ -25,6 +25,7 @@ SERVER = web.AppKey("server", JobServer)
 HUB = web.AppKey("hub", events.EventHub)
 LATENCY = web.AppKey("latency", metrics.RequestLatency)
 TOKEN = web.AppKey("token", str)
+UNSUBSCRIBE: web.AppKey[Callable[[], None]] = web.AppKey("unsubscribe")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,13 +66,14 @@ def create_app(server: JobServer, settings: HttpSettings) -> web.Application:
 async def _feed_hub(app: web.Application) -> None:
     hub = app[HUB]
 
-    def forward(event: Any) -> None:
+    def forward(event: Event) -> None:
         hub.publish(event.name, event.job_id, {**event.data, "jobId": event.job_id})
 
-    app[SERVER].events.on("*", forward)
+    app[UNSUBSCRIBE] = app[SERVER].events.on("*", forward)
 
 
 async def _close_streams(app: web.Application) -> None:
+    app[UNSUBSCRIBE]()  # the job server may outlive its HTTP API
     app[HUB].close()
 
 
@@ -158,7 +160,7 @@ async def enqueue(request: web.Request) -> web.Response:
     try:
         job_id = await server.enqueue(**options)
     except KeyError as e:
-        known = ", ".join(sorted(server.config.jobs)) or "none"
+        known = ", ".join(sorted(server.jobs)) or "none"
         raise RequestError(
             422, "unknown_job", f"no job definition named {e.args[0]!r} (defined: {known})", "name"
         ) from e
@@ -240,7 +242,7 @@ async def definitions(request: web.Request) -> web.Response:
                 "heartbeatTimeoutMs": d.heartbeat_timeout_ms,
                 "concurrency": d.concurrency,
             }
-            for d in sorted(request.app[SERVER].config.jobs.values(), key=lambda d: d.name)
+            for d in sorted(request.app[SERVER].jobs.values(), key=lambda d: d.name)
         ]
     )
 
