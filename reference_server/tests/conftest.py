@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server_testlib import kill_groups, make_config  # noqa: E402
+from server_testlib import PYTHON, REPO, kill_groups, make_config  # noqa: E402
 
 from extjob.server import JobServer  # noqa: E402
 
@@ -59,3 +60,28 @@ def run_servers(short_tmp: Path) -> Callable[[Callable[[ServerFactory], Awaitabl
         return asyncio.run(main())
 
     return runner
+
+
+@pytest.fixture(scope="session")
+def go_fixture(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The Go fixture worker, built once per session."""
+    if shutil.which("go") is None:
+        pytest.skip("go is not installed")
+    out = tmp_path_factory.mktemp("go") / "extjob-fixture"
+    subprocess.run(
+        ["go", "build", "-o", str(out), "./cmd/extjob-fixture"],
+        cwd=REPO / "wrappers" / "go",
+        check=True,
+    )
+    return [str(out)]
+
+
+@pytest.fixture(params=["python", "shell", "go"])
+def fixture_worker(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
+    """(command, args) of each language's fixture worker (SPEC section 11)."""
+    if request.param == "python":
+        return PYTHON, [str(REPO / "wrappers" / "python" / "fixture_worker.py")]
+    if request.param == "shell":
+        return "bash", [str(REPO / "wrappers" / "shell" / "fixture_worker.sh")]
+    argv = request.getfixturevalue("go_fixture")
+    return argv[0], argv[1:]

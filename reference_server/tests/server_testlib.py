@@ -68,3 +68,13 @@ async def next_event(sub: Any, name: str, job_id: str | None = None, timeout: fl
         if event.name == name and (job_id is None or event.job_id == job_id):
             return event
 
+
+
+async def wait_logs(server: JobServer, job_id: str, count: int, timeout: float = 10.0) -> list[Any]:
+    """Wait until the job has at least ``count`` log entries; return them all."""
+
+    async def enough() -> bool:
+        return len(await server.logs(job_id, limit=1_000_000)) >= count
+
+    await wait_for(enough, timeout, f"{count} log entries of {job_id}")
+    return await server.logs(job_id, limit=1_000_000)
