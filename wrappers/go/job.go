@@ -49,9 +49,10 @@ func Start(ctx context.Context) (*Job, error) {
 	return StartWith(ctx, p)
 }
 
-// StartWith starts the job of payload p: it sends started, then heartbeats
-// until the terminal message (HB-2). It connects in the background and never
-// waits for the server, so the job code can run while the server is away.
+// StartWith starts the job of payload p: it queues started, then heartbeats
+// until the terminal message (HB-2). It connects in the background and does
+// not wait for the server, so the job code can run while the server is away
+// (RECONNECT-1).
 func StartWith(ctx context.Context, p *Payload) (*Job, error) {
 	network, address, err := socketAddress(p.SocketPath)
 	if err != nil {

@@ -16,7 +16,8 @@ import (
 type Handler func(ctx context.Context, job *Job) (any, error)
 
 // Run runs a worker process around handler and exits (WRAP-2): it reads the
-// payload, starts the job, calls handler with the job's context, completes
+// payload, starts the job, calls handler with the job's context once started
+// is written (or the first try to connect failed), completes
 // the job with the result or fails it with the returned error (or the
 // panic, with its stack), and exits 0 after completed and 1 after failed
 // (EXIT-2), as soon as the server has acknowledged the terminal message
@@ -51,6 +52,9 @@ func run(ctx context.Context, stdin io.Reader, getenv func(string) string, stder
 		}
 	}()
 
+	// started goes out before the job code runs (MSG-3), unless the server
+	// cannot be reached at once: then the job code runs without it.
+	job.s.awaitStarted(ctx)
 	result, err, stack := call(handler, job)
 	switch {
 	case job.outcome() != "":

@@ -2,6 +2,7 @@ package extjob
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -83,9 +84,11 @@ type session struct {
 	result         error // why the terminal message could not be delivered
 	dropped        int   // logs dropped while disconnected (REPLAY-6)
 
-	wake  chan struct{} // something to write, an ack, or the job code ended
-	ended chan struct{} // closed when the terminal message is queued
-	done  chan struct{} // closed when the terminal message is settled
+	ready     chan struct{} // closed once started is written or the first try to connect failed
+	readyOnce sync.Once
+	wake      chan struct{} // something to write, an ack, or the job code ended
+	ended     chan struct{} // closed when the terminal message is queued
+	done      chan struct{} // closed when the terminal message is settled
 }
 
 func newSession(p *Payload, network, address string, onCancel func(*CancelError)) *session {
@@ -105,6 +108,7 @@ func newSession(p *Payload, network, address string, onCancel func(*CancelError)
 		ioWait:     max(ackWait, time.Duration(p.HeartbeatTimeoutMs)*time.Millisecond, 30*time.Second),
 		onCancel:   onCancel,
 		hbInterval: hb,
+		ready:      make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		ended:      make(chan struct{}),
 		done:       make(chan struct{}),
@@ -120,6 +124,15 @@ func newSession(p *Payload, network, address string, onCancel func(*CancelError)
 func (s *session) start() {
 	s.enqueue(&outMsg{kind: kindStarted}) // the first message always fits
 	go s.run()
+}
+
+// awaitStarted waits until started is written, but no longer than the first
+// try to connect takes.
+func (s *session) awaitStarted(ctx context.Context) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+	}
 }
 
 // enqueue queues m. While connected (or connecting for the first time), a
@@ -213,6 +226,8 @@ func (s *session) coalesceLocked(m *outMsg) {
 	}
 }
 
+func (s *session) markReady() { s.readyOnce.Do(func() { close(s.ready) }) }
+
 func (s *session) poke() {
 	select {
 	case s.wake <- struct{}{}:
@@ -268,6 +283,7 @@ func (s *session) run() {
 			}
 			down = time.Now()
 		}
+		s.markReady() // the job code runs on without the server (RECONNECT-1)
 		s.mu.Lock()
 		s.down = true
 		s.space.Broadcast() // a blocked enqueue may now drop logs
@@ -470,6 +486,9 @@ func (s *session) write(c net.Conn, m *outMsg) error {
 	s.mu.Unlock()
 	if err := s.writeLine(c, b); err != nil {
 		return err
+	}
+	if m.kind == kindStarted {
+		s.markReady()
 	}
 	if acks {
 		return nil
