@@ -315,3 +315,20 @@ func TestFixtureServerDiesMidSend(t *testing.T) {
 		t.Fatalf("exit status %d; stderr %q", code, proc.stderr.String())
 	}
 }
+
+// WRAP-5: a broken standard error does not kill the worker (no SIGPIPE
+// death): the payload error still ends it with status 2.
+func TestFixtureSurvivesABrokenStderr(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	defer w.Close()
+	cmd := exec.Command(fixtureBin)
+	cmd.Stdin, cmd.Stderr, cmd.Env = strings.NewReader(""), w, []string{}
+	err = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("exit status %d (%v), want 2", code, err)
+	}
+}

@@ -220,7 +220,7 @@ func (j *Job) Checkpoint(data any) error {
 
 func (j *Job) send(m *outMsg) error {
 	if err := j.s.enqueue(m); err != nil {
-		return fmt.Errorf("extjob: %s: %w", m.kind, err)
+		return fmt.Errorf("%s: %w", m.kind, err)
 	}
 	return nil
 }
@@ -242,7 +242,7 @@ func (j *Job) Complete(result any) error {
 		return j.failInstead(fmt.Sprintf("result too large: %d bytes", len(b)), err)
 	}
 	if err != nil {
-		return fmt.Errorf("extjob: completed: %w", err)
+		return fmt.Errorf("completed: %w", err)
 	}
 	return j.s.wait()
 }
@@ -278,7 +278,7 @@ func (j *Job) fail(text, stack string, retryable bool) error {
 		err = j.s.enqueue(failedMsg(truncate(text, maxErrorText)+fmt.Sprintf("... (%d bytes in all)", len(text)), "", retryable))
 	}
 	if err != nil {
-		return fmt.Errorf("extjob: failed: %w", err)
+		return fmt.Errorf("failed: %w", err)
 	}
 	return j.s.wait()
 }

@@ -516,3 +516,23 @@ func TestReconnectWaits(t *testing.T) {
 		b.reset()
 	}
 }
+
+// NEG-2: with auth alone, the worker says hello but numbers nothing and
+// needs no acks.
+func TestAuthWithoutReplay(t *testing.T) {
+	peer := newPeer(t, "unix")
+	p := testPayload(t, peer.socketPath, extended("features", []string{"auth"}))
+	j := start(t, p)
+	c := peer.accept()
+	if hello := c.handshake(p, 0); !reflect.DeepEqual(hello.m["features"], []any{"auth"}) {
+		t.Fatalf("hello names %v, want only auth", hello.m["features"])
+	}
+	if err := j.Complete(nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{kindStarted, kindCompleted} {
+		if w := c.nextMessage(); w.typ() != typ || w.m["seq"] != nil {
+			t.Fatalf("want %s without seq, got %s", typ, w.raw)
+		}
+	}
+}
