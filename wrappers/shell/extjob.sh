@@ -82,8 +82,10 @@ job_progress() {
     shift
   fi
   local percent=${1:-} message=${2-} data=${3:-} body
-  if ! [[ ${percent} =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] \
-    || ((${percent%%.*} > 100)) || [[ ${percent} == 100.*[1-9]* ]]; then
+  case ${percent} in
+    '' | *[!0-9.]* | *.*.* | .* | *. | 0[0-9]*) percent=bad ;;
+  esac
+  if [[ ${percent} == bad ]] || ((${percent%%.*} > 100)) || [[ ${percent} == 100.*[1-9]* ]]; then
     _extjob_err "job_progress: percent must be a number from 0 to 100, got '${percent}'"
     return 2
   fi
@@ -276,7 +278,7 @@ job_on_cancel() {
   _extjob_cancel_handler=$1
   trap '_extjob_cancel_signal USR1' USR1
   trap '_extjob_cancel_signal TERM' TERM
-  printf 'H\n' >&"${_extjob_fd}"
+  _extjob_post H
   if job_cancel_requested; then
     _extjob_cancel_signal USR1
   fi
@@ -296,6 +298,9 @@ _extjob_init_ctl() {
 }
 _extjob_init_ctl
 
+# The characters that need no escaping and no UTF-8 check: the common case.
+_extjob_plain='abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._,:;/=+()@#%&*?<>~^$|{}-'
+
 # Sets _extjob_q to STRING as a JSON string (FRAME-2, WRAP-3): every control
 # character escaped, invalid UTF-8 and lone surrogates replaced by U+FFFD.
 # Pure bash up to 8 KiB. A longer ASCII string goes to jq (one process, far
@@ -303,6 +308,10 @@ _extjob_init_ctl
 # escaped in chunks read from a here-string (bash buffers it), never ending a
 # chunk inside a UTF-8 sequence: jq 1.6 -R can split one at its buffer edge.
 _extjob_quote() {
+  if ((${#1} <= 8192)) && [[ $1 != *[!${_extjob_plain}]* ]]; then
+    _extjob_q="\"$1\""
+    return 0
+  fi
   local LC_ALL=C
   if ((${#1} <= 8192)); then
     _extjob_escape "$1"
@@ -619,42 +628,46 @@ _extjob_read_payload() {
   fi
 }
 
-# Starts the connection agent and opens the pipe to it.
+# Starts the connection agent and opens the channel to it: messages are
+# appended to the regular file `queue` (bash reads a file in blocks, a pipe
+# byte by byte), and one byte on the FIFO `wake` tells the agent to look.
 _extjob_start_agent() {
   _extjob_dir=$(mktemp -d "${TMPDIR:-/tmp}/extjob.XXXXXX") || return 1
-  mkfifo -m 600 "${_extjob_dir}/events" "${_extjob_dir}/done" || return 1
-  _extjob_msg_n=0
+  mkfifo -m 600 "${_extjob_dir}/wake" "${_extjob_dir}/done" || return 1
+  : >"${_extjob_dir}/queue" || return 1
   _extjob_done=''
   _extjob_cancel_handler=''
   _extjob_cancel_called=''
+  exec {_extjob_fd}>>"${_extjob_dir}/queue"
   # Started twice removed, so that a plain `wait` in the job script does not
   # wait for the agent too.
   ( (_extjob_agent) </dev/null >/dev/null & )
   # Both opens block until the agent has its ends open (it holds `done` for
   # writing until it exits).
-  exec {_extjob_fd}>"${_extjob_dir}/events"
+  exec {_extjob_wake_fd}>"${_extjob_dir}/wake"
   exec {_extjob_done_fd}<"${_extjob_dir}/done"
   trap '_extjob_on_exit $?' EXIT
 }
 
-# Hands a message to the agent; a body too large for one atomic pipe write
-# goes through a file.
+# Hands a message to the agent (LIMIT-1: never one the server would refuse).
 _extjob_send() {
   local type=$1 body=$2 size
   [[ -z ${_extjob_done} ]] || return 0 # LIFE-4: nothing after the terminal
-  if ((${#body} <= 3500)); then
-    printf 'M %s %s\n' "${type}" "${body}" >&"${_extjob_fd}"
-    return 0
+  if ((${#body} > 65000)); then
+    _extjob_line_size "${type}" "${body}"
+    size=${_extjob_size}
+    if ((size > _extjob_max_line)); then
+      _extjob_err "${type} message of ${size} bytes is larger than maxLineBytes ${_extjob_max_line} (LIMIT-1)"
+      return 2
+    fi
   fi
-  _extjob_line_size "${type}" "${body}"
-  size=${_extjob_size}
-  if ((size > _extjob_max_line)); then
-    _extjob_err "${type} message of ${size} bytes is larger than maxLineBytes ${_extjob_max_line} (LIMIT-1)"
-    return 2
-  fi
-  local file=${_extjob_dir}/m.$((++_extjob_msg_n))
-  printf '%s' "${body}" >"${file}"
-  printf 'F %s %s\n' "${type}" "${file}" >&"${_extjob_fd}"
+  _extjob_post M "${type} ${body}"
+}
+
+# Appends one line to the agent's queue and wakes it up.
+_extjob_post() {
+  printf '%s %s\n' "$1" "${2-}" >&"${_extjob_fd}"
+  printf '\n' >&"${_extjob_wake_fd}"
 }
 
 # Sends a terminal message, waits for the agent to deliver it and exits.
@@ -673,7 +686,7 @@ _extjob_terminal() {
 # Closes the pipe to the agent and waits until it has delivered (or spooled)
 # everything (EXIT-3).
 _extjob_finish() {
-  exec {_extjob_fd}>&-
+  exec {_extjob_fd}>&- {_extjob_wake_fd}>&-
   read -r -u "${_extjob_done_fd}" _ || true
   exec {_extjob_done_fd}<&-
   return 0
@@ -692,7 +705,7 @@ _extjob_on_exit() {
       "${_extjob_stack:-at ${handler}}"
   fi
   _extjob_done='exit'
-  printf 'X %s\n' "${status}" >&"${_extjob_fd}"
+  _extjob_post X "${status}"
   _extjob_finish
 }
 
@@ -733,22 +746,22 @@ _extjob_cancel_signal() {
 # identical (REPLAY-4) and id is its seq; without, it is the body, stamped
 # when written, so that timestamps never decrease on the wire (TIME-1).
 #
-# Inputs: the job shell's messages come over the `events` FIFO; what the
-# server says comes from each connection's reader, appended to the regular
-# file `server`, which the agent drains on every turn of its loop (at least
-# every 100 ms). A reader never blocks on the agent: the agent may be
-# blocked writing to a server that does not read, and the server may be
-# waiting for us to read its acks (CTRL-6). It reads one FIFO that carries
-# both the job shell's messages and its connection readers' events, so one
-# `read -t` waits for all of them and for the next timer.
+# Inputs: the job shell appends its messages to the file `queue` and wakes
+# the agent with a byte on the FIFO `wake`; each connection's reader appends
+# what the server says to the file `server`. The agent drains both files on
+# every turn of its loop, and turns at least every 100 ms: `read -t` on the
+# FIFO is its only way to wait. A reader never blocks on the agent: the
+# agent may be blocked writing to a server that does not read, and that
+# server may be waiting for us to read its acks (CTRL-6).
 _extjob_agent() {
   set +o errexit +o nounset +o pipefail +o errtrace
   trap - ERR EXIT USR1
   trap '' PIPE INT
   trap ':' TERM HUP # outlive the group's SIGTERM long enough to deliver
   export LC_ALL=C
-  local _a_ev _a_done _a_srv _a_srv_partial=''
-  exec {_a_ev}<>"${_extjob_dir}/events"
+  local _a_wake _a_done _a_queue _a_srv _a_queue_partial='' _a_srv_partial=''
+  exec {_a_wake}<>"${_extjob_dir}/wake"
+  exec {_a_queue}<"${_extjob_dir}/queue"
   : >"${_extjob_dir}/server"
   exec {_a_srv}<"${_extjob_dir}/server"
   exec {_a_done}>"${_extjob_dir}/done"
@@ -756,7 +769,7 @@ _extjob_agent() {
   local _a_id=0 _a_first=1 _a_sent=0 _a_bytes=0 _a_count=0 _a_dropped=0
   local _a_conn=0 _a_state=down _a_sock='' _a_pid='' _a_retry_at=0 _a_backoff=100
   local _a_hb=${_extjob_hb} _a_hb_at=0 _a_ack_at=0 _a_term=0 _a_last_progress=0
-  local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb='' _a_partial=''
+  local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb=''
   local _a_replay='' _a_ext='' _a_now=0 _a_ts=0 _a_last_ts=0 _a_line _a_t _a_down_since
   [[ ${_extjob_features} == *' auth '* ]] && _a_ext=1
   [[ ${_extjob_features} == *' replay '* ]] && _a_replay=1
@@ -764,16 +777,12 @@ _extjob_agent() {
   _a_down_since=${_a_now}
   _extjob_a_connect
   while :; do
-    _extjob_a_server_events
+    _extjob_a_drain "${_a_queue}" _a_queue_partial
+    _extjob_a_drain "${_a_srv}" _a_srv_partial
     _extjob_a_timers
     _extjob_a_should_exit && break
     _extjob_a_wait_time
-    if IFS= read -r -t "${_a_t}" -u "${_a_ev}" _a_line; then
-      _extjob_a_event "${_a_partial}${_a_line}"
-      _a_partial=''
-    elif (($? > 128)); then
-      _a_partial+=${_a_line} # timed out inside a line: keep what came
-    fi
+    read -r -t "${_a_t}" -u "${_a_wake}" _a_line
   done
   _extjob_a_disconnect graceful
   rm -rf "${_extjob_dir}"
@@ -888,30 +897,26 @@ _extjob_a_hello() {
   _a_line+=",\"features\":[\"${features// /\",\"}\"],\"pid\":$$}"
 }
 
-# Handles what the readers have appended to the server file since last time.
-_extjob_a_server_events() {
+# Handles the lines appended to a file (FD) since last time; PARTIAL names
+# the variable that keeps a line still being written.
+_extjob_a_drain() {
+  local -n partial=$2
   local line
-  while IFS= read -r -u "${_a_srv}" line; do
-    _extjob_a_event "${_a_srv_partial}${line}"
-    _a_srv_partial=''
+  while IFS= read -r -u "$1" line; do
+    _extjob_a_event "${partial}${line}"
+    partial=''
   done
-  _a_srv_partial+=${line} # a line still being appended
+  partial+=${line}
 }
 
 # Handles one line: a message from the job shell, or an event from a
 # connection's reader (events of an earlier connection are ignored).
 _extjob_a_event() {
-  local line=$1 kind rest conn body
+  local line=$1 kind rest conn
   kind=${line%% *}
   rest=${line#* }
   case ${kind} in
     M) _extjob_a_enqueue "${rest%% *}" "${rest#* }" ;;
-    F)
-      body=''
-      IFS= read -r -d '' body <"${rest#* }"
-      rm -f "${rest#* }"
-      _extjob_a_enqueue "${rest%% *}" "${body}"
-      ;;
     X) [[ -n ${_a_ended} ]] || _a_ended='exit' ;;
     H) _a_cancel_cb=1 ;;
     C | E | W | A | K | R)
