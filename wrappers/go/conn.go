@@ -12,6 +12,9 @@ import (
 	"time"
 )
 
+// drainWait bounds how long a failed connection is still read.
+const drainWait = 200 * time.Millisecond
+
 // run connects, serves the connection until it fails, and reconnects after
 // 100 ms, 200 ms, ... up to 2 s between tries (RECONNECT-1), for as long as
 // the job code runs; once it has ended, for reconnectWindowMs (RECONNECT-3).
@@ -125,6 +128,12 @@ func (s *session) serve(c net.Conn, r *lineReader) {
 	lost := make(chan struct{})
 	go s.read(r, lost)
 	defer func() {
+		if !s.isSettled() {
+			// Take in what the server sent before the connection failed
+			// (acks above all), so that it is not replayed or spooled.
+			c.SetReadDeadline(time.Now().Add(drainWait))
+			<-lost
+		}
 		c.Close()
 		<-lost
 		s.mu.Lock()
