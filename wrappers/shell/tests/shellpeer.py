@@ -51,6 +51,8 @@ class Peer:
         self.recorded_seq = 0  # highest seq recorded (what welcome's lastSeq says)
         self.hello_reply: dict[str, Any] | None = None  # replaces the welcome
         self.heartbeat_ms = 10000  # what welcome says
+        self.reading = threading.Event()  # clear it to stop reading (a slow server)
+        self.reading.set()
         self._lock = threading.Condition()
         self._conns: list[socket.socket] = []
         self._conn_count = 0
@@ -106,6 +108,7 @@ class Peer:
     def _read(self, conn: socket.socket, index: int) -> None:
         buf = b""
         while True:
+            self.reading.wait()
             try:
                 chunk = conn.recv(1 << 20)
             except OSError:

@@ -640,3 +640,97 @@ def test_killed_mid_send_leaves_whole_lines_and_no_process(make_peer, run_worker
     for line in peer.lines:  # RECONNECT-2/FRAME-1: every line arrived whole
         assert line.msg is not None
     assert not peer.messages("completed")
+
+
+def test_wrap_5_works_with_stdout_and_stderr_closed(make_peer, run_worker, script):
+    peer = make_peer()
+    job = script(
+        "exec >&- 2>&-\n"
+        "job_init\n"
+        "job_progress 200\n"  # an error message to a closed stderr
+        "job_info done\n"
+        "job_complete"
+    )
+    worker = run_worker(job, payload(peer))
+    assert worker.wait() == 0
+    assert types(check_stream(peer)) == ["hello", "started", "log", "completed"]
+
+
+def test_json_string_option_carries_what_bash_cannot_hold(make_peer, run_worker, script):
+    peer = make_peer()
+    job = script(
+        "job_init\n"
+        "text=$(job_data_get 'tojson')\n"
+        'job_info -j "$text"\n'
+        'job_progress -j 5 "$text"\n'
+        'job_info -j "not json" && exit 9\n'
+        'job_fail -j "$text" "$text"'
+    )
+    text = 'nul\0 tab\t quote" emoji 🎉'
+    worker = run_worker(job, payload(peer, text))
+    assert worker.wait() == 1
+    msgs = check_stream(peer)
+    assert msgs[-3]["message"] == msgs[-2]["message"] == text
+    assert msgs[-1]["error"] == msgs[-1]["stack"] == text
+
+
+def test_replay_6_full_buffer_drops_the_oldest_logs_and_says_so(
+    make_peer, run_worker, script, tmp_path
+):
+    peer = make_peer()
+    job = script(
+        'until [[ -e "$AWAY" ]]; do sleep 0.05; done\n'
+        "job_init\n"
+        'for ((i = 1; i <= 10100; i++)); do job_info "l $i"; done\n'
+        "job_checkpoint '{\"kept\": true}'\n"
+        'touch "$QUEUED"\n'
+        'until [[ -e "$BACK" ]]; do sleep 0.05; done\n'
+        "job_complete"
+    )
+    flags = {name: tmp_path / name.lower() for name in ("AWAY", "QUEUED", "BACK")}
+    env = {name: str(path) for name, path in flags.items()}
+    worker = run_worker(job, payload(peer), env=env)
+    peer.stop()  # away before the job starts: nothing is acknowledged
+    flags["AWAY"].touch()
+    deadline = time.monotonic() + 60
+    while not flags["QUEUED"].exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    peer.start()
+    flags["BACK"].touch()
+    assert worker.wait(120) == 0
+    msgs = check_stream(peer)
+    logs = [m for m in msgs if m["type"] == "log"]
+    warns = [m for m in logs if m["level"] == "warn"]
+    assert len(warns) == 1 and "dropped" in warns[0]["message"]
+    assert 9000 <= len(logs) <= 10001  # bounded; the oldest went
+    assert logs[-1]["message"] == "l 10100"  # the newest survive
+    assert types(msgs)[:2] == ["hello", "started"]  # never dropped
+    assert any(m["type"] == "checkpoint" for m in msgs)  # never dropped
+
+
+@pytest.mark.parametrize("ext", [False, True], ids=["v1", "extended"])
+def test_reconnect_2_a_server_that_stops_reading_is_waited_for(make_peer, run_worker, ext):
+    peer = make_peer(ext=ext)
+    worker = run_worker(FIXTURE, payload(peer, fixture("logs", count=2000), ext=ext))
+    peer.wait_type("started")
+    peer.reading.clear()
+    time.sleep(1.0)  # the stall: the wrapper must neither die nor deadlock
+    peer.reading.set()
+    assert worker.wait(60) == 0
+    logs = {m["data"]["i"] for m in check_stream(peer) if m["type"] == "log"}
+    assert logs == set(range(1, 2001))
+
+
+def test_readme_example_works(make_peer, run_worker, tmp_path):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Shell wrapper", 1)[1]
+    example = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    job = tmp_path / "example.sh"
+    job.write_text(example.replace("sleep 1 &", "sleep 0.01 &"))
+    peer = make_peer()
+    worker = run_worker(job, payload(peer, {"steps": 3}), cwd=REPO)
+    assert worker.wait() == 0, worker.stderr
+    msgs = check_stream(peer)
+    assert [m["percent"] for m in msgs if m["type"] == "progress"] == [33, 66, 100]
+    assert msgs[-1]["result"] == {"steps": 3}
