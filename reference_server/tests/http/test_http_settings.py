@@ -1,13 +1,8 @@
-"""The [http] table, and ``extjob serve`` refusing to run without a token."""
+"""The [http] table."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
-from http_helpers import EXTJOB, WAIT
 
 from extjob.server.http import HttpSettings, SettingsError
 
@@ -43,14 +38,3 @@ def test_bad_tables_are_refused_with_the_reason(
     with pytest.raises(SettingsError) as error:
         HttpSettings.from_table(table, environ)
     assert complaint in str(error.value)
-
-
-def test_serve_without_a_token_exits_2_and_says_how_to_set_one(tmp_path: Path) -> None:
-    config = tmp_path / "extjob.toml"
-    config.write_text('database = "db.sqlite"\n[http]\nport = 0\n')
-    run = subprocess.run(
-        [*EXTJOB, "serve", "--config", str(config)], capture_output=True, text=True,
-        timeout=WAIT, env={**os.environ, "EXTJOB_TOKEN": ""}, check=False,
-    )  # fmt: skip
-    assert run.returncode == 2
-    assert "no API token: set [http] token in the config or the EXTJOB_TOKEN" in run.stderr
