@@ -76,6 +76,7 @@ LEVELS = ("debug", "info", "warn", "error")
 V1_HEARTBEAT_MS = 5000  # HB-2: the interval when the payload names none
 DEFAULT_RECONNECT_WINDOW_MS = 60_000  # RECONNECT-3
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024  # LIMIT-1
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # LIMIT-2
 MAX_SERVER_LINE_BYTES = 16 * 1024 * 1024  # LIMIT-3 asks for 1 MiB; longer lines are skipped
 RECONNECT_FIRST_S = 0.1  # RECONNECT-1: 100 ms doubling ...
 RECONNECT_MAX_S = 2.0  # ... capped at 2000 ms
@@ -155,9 +156,11 @@ def read_payload(
     raw = b""
     if stdin is not None:
         try:
-            raw = stdin.readline()
+            raw = stdin.readline(MAX_PAYLOAD_BYTES + 2)  # the line, its "\r\n", and no more
         except (OSError, ValueError) as exc:
             raise PayloadError(f"cannot read the payload from standard input: {exc}") from None
+        if len(raw.rstrip(b"\r\n")) > MAX_PAYLOAD_BYTES:
+            raise PayloadError(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes (PAY-4, LIMIT-2)")
     return parse_payload(raw, os.environ if environ is None else environ)
 
 

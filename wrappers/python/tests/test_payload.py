@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from pyworker_testlib import Peer, Worker, clean_environment, load_vectors
 
-from extjob_worker import PayloadError, parse_payload
+from extjob_worker import PayloadError, parse_payload, read_payload
 
 PAYLOADS = load_vectors("payloads.json")
 
@@ -89,6 +90,13 @@ def test_malformed_payload_exits_2_with_one_line(
     lines = err.decode().splitlines()
     assert len(lines) == 1 and names in lines[0], lines
     assert peer.connections == []
+
+
+def test_payload_over_the_limit_is_refused() -> None:
+    """PAY-4, LIMIT-2: at most 16 MiB are read; a larger payload is malformed."""
+    big = b'{"jobId":"j","name":"n","socketPath":"/s","data":"' + b"x" * (16 << 20) + b'"}\n'
+    with pytest.raises(PayloadError, match="PAY-4"):
+        read_payload(io.BytesIO(big), {})
 
 
 def test_environment_only_worker_runs(workers: Callable[..., Worker], peer: Peer) -> None:
