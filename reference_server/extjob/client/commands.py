@@ -165,32 +165,44 @@ async def _cancel(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def _logs(api: ApiClient, args: argparse.Namespace) -> int:
-    after = args.after
-    while True:
-        page = await api.logs(args.id, after=after)
-        for entry in page["logs"]:
-            _print_log(entry, args.json)
-        if not page["logs"]:
-            break
-        after = page["next"]
     if not args.follow:
+        await _print_stored_logs(api, args.id, args.after, args.json)
         return 0
-    seen = after
-    async for event in api.events(args.id):
-        data = event.json()
-        if event.name == "job.external.log":
-            index = data.get("index")
-            if index is not None and index <= seen:
-                continue  # already printed from the stored log
-            seen = index if index is not None else seen
-            _print_log(data, args.json)
-        elif event.name == "job.state" and data["status"] in _OUTCOME_STATUS:
-            return _OUTCOME_STATUS[data["status"]]
-        elif event.name in ("job.completed", "job.failed", "job.cancelled", "job.lost"):
-            job = await api.get(args.id)
-            if job["status"] in _OUTCOME_STATUS:
-                return _OUTCOME_STATUS[job["status"]]
-    return 0
+    # Subscribe first, then read the stored log: a line logged in between is
+    # then printed twice at worst, never lost. (Live lines that carry their
+    # ``index`` are matched exactly.)
+    events = api.events(args.id)
+    try:
+        state = (await anext(events)).json()  # job.state: the stream is live from here
+        seen = await _print_stored_logs(api, args.id, args.after, args.json)
+        if state["status"] in _OUTCOME_STATUS:
+            return _OUTCOME_STATUS[state["status"]]
+        async for event in events:
+            data = event.json()
+            if event.name == "job.external.log":
+                index = data.get("index")
+                if index is not None and index <= seen:
+                    continue  # already printed from the stored log
+                seen = index if index is not None else seen
+                _print_log(data, args.json)
+            elif event.name in ("job.completed", "job.failed", "job.cancelled", "job.lost"):
+                job = await api.get(args.id)
+                if job["status"] in _OUTCOME_STATUS:
+                    return _OUTCOME_STATUS[job["status"]]
+    finally:
+        await events.aclose()
+    raise AssertionError("the event stream never ends by itself")
+
+
+async def _print_stored_logs(api: ApiClient, job_id: str, after: int, as_json: bool) -> int:
+    """Print the stored log after index ``after``; returns the last index printed."""
+    while True:
+        page = await api.logs(job_id, after=after)
+        for entry in page["logs"]:
+            _print_log(entry, as_json)
+        if not page["logs"]:
+            return after
+        after = page["next"]
 
 
 async def _follow(api: ApiClient, job_id: str, as_json: bool, logs: bool) -> int:

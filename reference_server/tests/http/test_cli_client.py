@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from http_helpers import EXTJOB, WAIT, Server
+from http_helpers import EXTJOB, WAIT, Server, wait_for
 
 from extjob.client.api import Target
 from extjob.client.follow import ProgressView
@@ -142,3 +142,13 @@ def test_the_progress_bar_redraws_in_place_on_a_terminal() -> None:
     assert frames[3].startswith("resize j_1 [" + "#" * 22 + "." * 8 + "]  75.0% running   half")
     assert frames[4] == "  [info] a log line\n"
     assert frames[5] == frames[3]  # the bar comes back under the log line
+
+
+def test_logs_follow_prints_stored_then_live_lines_until_the_end(server: Server) -> None:
+    job = server.enqueue("thumbnails", {"steps": 20, "delayMs": 60})
+    wait_for(lambda: server.call("GET", f"/api/jobs/{job['id']}/logs").body["logs"])
+    run = extjob(server, "logs", job["id"], "--follow", "--json")
+    assert run.returncode == 0, run.stderr
+    messages = [json.loads(line)["message"] for line in run.stdout.splitlines()]
+    written = [f"{n} thumbnails written" for n in (5, 10, 15, 20)]
+    assert list(dict.fromkeys(messages)) == written  # every line, in order
