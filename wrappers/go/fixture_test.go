@@ -114,11 +114,11 @@ func serveAttempt(t *testing.T, c *peerConn, onStarted func()) (msgs []map[strin
 			beats++
 			continue
 		case kindHello:
-			c.send(serverMsg(w.str("jobId"), "welcome", "protocolVersion", 1, "features", w.m["features"], "lastSeq", 0, "heartbeatIntervalMs", 50))
+			c.trySend(serverMsg(w.str("jobId"), "welcome", "protocolVersion", 1, "features", w.m["features"], "lastSeq", 0, "heartbeatIntervalMs", 50))
 			continue
 		}
 		if w.seq() > 0 {
-			c.ack(w.str("jobId"), w.seq())
+			c.trySend(serverMsg(w.str("jobId"), "ack", "seq", w.seq()))
 		}
 		for _, k := range []string{"jobId", "timestamp", "seq", "stack"} {
 			delete(w.m, k)
@@ -191,7 +191,7 @@ func TestFixtureScenarios(t *testing.T) {
 			c := peer.accept()
 			msgs, beats, ackedAt := serveAttempt(t, c, func() {
 				if tt.data["scenario"] == "cancel" {
-					c.send(serverMsg("j_fix", "cancel", "reason", "requested", "deadlineMs", 10000))
+					c.trySend(serverMsg("j_fix", "cancel", "reason", "requested", "deadlineMs", 10000))
 				}
 			})
 			if code := proc.wait(t); code != tt.exit {

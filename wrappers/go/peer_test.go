@@ -20,7 +20,7 @@ const waitLimit = 10 * time.Second
 // peer plays the server on a real socket: a Unix socket in t.TempDir() or
 // TCP on 127.0.0.1. It can go away and come back at the same address.
 type peer struct {
-	t          *testing.T
+	t          testing.TB
 	network    string
 	address    string
 	socketPath string // as it goes in the payload (TRANS-1)
@@ -30,7 +30,7 @@ type peer struct {
 
 var transports = []string{"unix", "tcp"}
 
-func newPeer(t *testing.T, network string) *peer {
+func newPeer(t testing.TB, network string) *peer {
 	t.Helper()
 	p := &peer{t: t, network: network}
 	if network == "unix" {
@@ -95,7 +95,7 @@ func (p *peer) accept() *peerConn {
 
 // peerConn is one accepted connection.
 type peerConn struct {
-	t *testing.T
+	t testing.TB
 	c net.Conn
 	r *bufio.Reader
 }
@@ -183,6 +183,13 @@ func (pc *peerConn) send(m map[string]any) {
 	pc.sendRaw(string(b) + "\n")
 }
 
+// trySend is send to a worker that may have exited: the next read tells.
+func (pc *peerConn) trySend(m map[string]any) {
+	b, _ := json.Marshal(m)
+	pc.c.SetWriteDeadline(time.Now().Add(waitLimit))
+	pc.c.Write(append(b, '\n'))
+}
+
 func (pc *peerConn) sendRaw(s string) {
 	pc.t.Helper()
 	pc.c.SetWriteDeadline(time.Now().Add(waitLimit))
@@ -232,7 +239,7 @@ func hasSurrogateEscape(s string) bool {
 
 // checkWire checks one worker line against FRAME-1, FRAME-2 and MSG-1 and
 // decodes it.
-func checkWire(t *testing.T, raw string) wire {
+func checkWire(t testing.TB, raw string) wire {
 	t.Helper()
 	if !utf8.ValidString(raw) {
 		t.Fatalf("line is not valid UTF-8 (FRAME-2): %.200q", raw)
@@ -263,7 +270,7 @@ func checkWire(t *testing.T, raw string) wire {
 
 // payloadJSON builds a payload the way a server does and parses it the way
 // the worker does.
-func testPayload(t *testing.T, socketPath string, extra map[string]any) *Payload {
+func testPayload(t testing.TB, socketPath string, extra map[string]any) *Payload {
 	t.Helper()
 	m := map[string]any{"jobId": "j_test", "name": "test", "data": map[string]any{}, "socketPath": socketPath}
 	for k, v := range extra {
@@ -298,7 +305,7 @@ func extended(kv ...any) map[string]any {
 }
 
 // waitFor polls cond until it holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for !cond() {
@@ -323,7 +330,7 @@ func finish(f func() error) <-chan error {
 	return ch
 }
 
-func result(t *testing.T, ch <-chan error) error {
+func result(t testing.TB, ch <-chan error) error {
 	t.Helper()
 	select {
 	case err := <-ch:

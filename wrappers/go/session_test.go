@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-func start(t *testing.T, p *Payload) *Job {
+func start(t testing.TB, p *Payload) *Job {
 	t.Helper()
 	j, err := StartWith(context.Background(), p)
 	if err != nil {
@@ -534,5 +534,87 @@ func TestAuthWithoutReplay(t *testing.T) {
 		if w := c.nextMessage(); w.typ() != typ || w.m["seq"] != nil {
 			t.Fatalf("want %s without seq, got %s", typ, w.raw)
 		}
+	}
+}
+
+// WRAP-4: calls from many goroutines give whole lines, each message once, in
+// strictly increasing seq.
+func TestConcurrentCallers(t *testing.T) {
+	peer := newPeer(t, "unix")
+	p := testPayload(t, peer.socketPath, extended())
+	j := start(t, p)
+	c := peer.accept()
+	c.handshake(p, 0)
+	const writers, each = 8, 200
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				if err := j.Info(itoa(w*each+i), "w", w); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	seen := map[string]bool{}
+	last := 0
+	for len(seen) < writers*each {
+		w := c.nextMessage()
+		if w.seq() <= last {
+			t.Fatalf("seq %d after %d", w.seq(), last)
+		}
+		last = w.seq()
+		c.ack(p.JobID, last)
+		if w.typ() == kindLog {
+			if seen[w.str("message")] {
+				t.Fatalf("message %s twice", w.str("message"))
+			}
+			seen[w.str("message")] = true
+		}
+	}
+	for w := 0; w < writers; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLog measures messages per second to a server that reads (v1) or
+// also acknowledges every message (replay). On demand: go test -bench .
+func BenchmarkLog(b *testing.B) {
+	for _, mode := range []string{"v1", "replay"} {
+		b.Run(mode, func(b *testing.B) {
+			t := b
+			peer := newPeer(t, "unix")
+			ext := map[string]any(nil)
+			if mode == "replay" {
+				ext = extended()
+			}
+			p := testPayload(t, peer.socketPath, ext)
+			j := start(t, p)
+			c := peer.accept()
+			if mode == "replay" {
+				c.handshake(p, 0)
+			}
+			go func() {
+				for {
+					raw, err := c.lineErr()
+					if err != nil {
+						return
+					}
+					if mode == "replay" && strings.Contains(raw, `"seq":`) {
+						c.ack(p.JobID, checkWire(t, raw).seq())
+					}
+				}
+			}()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				j.Info("benchmark line", "i", i)
+			}
+			j.Complete(nil)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
 	}
 }

@@ -13,7 +13,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func nan() float64 { return math.NaN() }
 
 // assertJSON compares a decoded value with a JSON text.
-func assertJSON(t *testing.T, got any, want string) {
+func assertJSON(t testing.TB, got any, want string) {
 	t.Helper()
 	var w any
 	if err := json.Unmarshal([]byte(want), &w); err != nil {
