@@ -513,8 +513,8 @@ CASES: tuple[Case, ...] = (
          ("ENV-2", "TRANS-1"), stdin="env-tcp-port", transport="tcp", checks=COMPLETE),
     Case("core/payload/missing", "no payload at all: exit non-zero, say why, never connect",
          ("PAY-6",), stdin="missing"),
-    Case("core/payload/malformed", "a payload that is not JSON: exit non-zero, say why",
-         ("PAY-6",), stdin="malformed"),
+    Case("core/payload/malformed", "a payload that is not JSON (the environment is set): "
+         "exit non-zero, say why, never connect", ("PAY-6",), stdin="malformed"),
     Case("core/transport/tcp", "socketPath tcp://127.0.0.1:PORT", ("TRANS-1",),
          transport="tcp", checks=COMPLETE),
     Case("core/reconnect/drop", "the connection is dropped mid-job: reconnect, started again",

@@ -129,7 +129,7 @@ def _environment(run: Run, payload: dict[str, Any], port: int) -> tuple[bytes, d
     tcp = payload["socketPath"].startswith("tcp://")
     ids = {"JOB_ID": run.job_id, "JOB_NAME": JOB_NAME, "SOCKET_PATH": payload["socketPath"]}
     mode = run.case.stdin
-    if mode in ("payload", "env"):
+    if mode in ("payload", "env", "malformed"):  # PAY-6: no env fallback for bad JSON
         env |= {f"EXTJOB_{k}": v for k, v in ids.items()}
     if mode in ("payload", "env", "env-donkeylabs"):
         env |= {f"DONKEYLABS_{k}": v for k, v in ids.items()}

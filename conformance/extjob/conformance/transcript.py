@@ -72,5 +72,11 @@ class Transcript:
     def first(self, predicate: Callable[[Entry], bool]) -> Entry | None:
         return next((e for e in self.entries if predicate(e)), None)
 
-    def render(self) -> list[str]:
-        return [entry.render() for entry in self.entries]
+    def render(self, limit: int = 120) -> list[str]:
+        """The entries as lines; a long transcript keeps its head and its tail."""
+        lines = [entry.render() for entry in self.entries]
+        if len(lines) <= limit:
+            return lines
+        head, tail = limit * 2 // 3, limit // 3
+        return [*lines[:head], f"          … {len(lines) - head - tail} entries left out …",
+                *lines[-tail:]]

@@ -75,6 +75,7 @@ class Worker:
         self.sock: socket.socket | None = None
         self.ready = False  # connected and (extended) welcomed
         self.pending: list[dict[str, Any]] = []  # not yet acked (replay) or not yet written
+        self.written: set[int] = set()  # seqs of pending messages written on this connection
         self.seq = 0
         self.last_ts = 0
         self.started = False
@@ -128,12 +129,12 @@ class Worker:
     def _flush(self) -> None:
         """Write what is pending; without replay, what is written is gone."""
         for msg in list(self.pending):
-            if msg.get("x-written") and self.replay:
+            if self.replay and msg["seq"] in self.written:
                 continue
             if not self._write(msg):
                 return
             if self.replay:
-                msg["x-written"] = True  # a private marker, stripped below
+                self.written.add(msg["seq"])  # kept until acked (REPLAY-3)
             else:
                 self.pending.remove(msg)
 
@@ -199,9 +200,8 @@ class Worker:
         self.down_since = None
         if last_seq is not None:
             if self.broken != "replay-covered":
-                self.pending = [m for m in self.pending if m.get("seq", 0) > last_seq]
-            for m in self.pending:
-                m.pop("x-written", None)
+                self.pending = [m for m in self.pending if m.get("seq", last_seq + 1) > last_seq]
+            self.written.clear()
             if self.broken == "no-replay" and self.started:
                 self.pending = [m for m in self.pending if m["type"] in ("completed", "failed")]
         elif (self.started and self.broken != "no-started-again"
@@ -239,7 +239,7 @@ class Worker:
             if kind == "welcome" and not self.ready:
                 self._ready(int(msg.get("lastSeq", 0)))
             elif kind == "ack" and isinstance(msg.get("seq"), int):
-                self.pending = [m for m in self.pending if m.get("seq", 0) > msg["seq"]]
+                self.pending = [m for m in self.pending if m.get("seq", msg["seq"] + 1) > msg["seq"]]
                 self.lock.notify_all()
             elif kind == "cancel" and self.broken != "ignore-cancel":
                 self.cancelled.set()
@@ -275,8 +275,7 @@ class Worker:
                  "token": self.p["token"], "protocolVersion": 1, "features": self.features,
                  "pid": os.getpid()}
         with self.lock:
-            lines = [hello, *[{k: v for k, v in m.items() if k != "x-written"}
-                              for m in self.pending]]
+            lines = [hello, *self.pending]
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(b"".join(self._encode(m) for m in lines))
@@ -380,9 +379,9 @@ def main() -> int:
     if broken == "stdout-noise":
         print("starting job", flush=True)
     threading.Thread(target=worker.run_connection, daemon=True).start()
-    if broken == "heartbeat-first":
-        with worker.lock:
-            worker.lock.wait_for(lambda: worker.ready, 5)
+    with worker.lock:  # connect (and be welcomed) before the job code runs
+        worker.lock.wait_for(lambda: worker.ready)
+        if broken == "heartbeat-first":
             worker._write({"type": "heartbeat", "jobId": worker.job_id,
                            "timestamp": time.time_ns() // 10**6})
     worker.message("started")
