@@ -8,6 +8,7 @@ import sys
 from extjob import validate
 from extjob.client import commands as client
 from extjob.client import demo
+from extjob.conformance import cli as conformance
 from extjob.server.http import serve
 
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     client.add_parsers(commands)
     demo.add_parser(commands)
+    conformance.add_parser(commands)
     return parser
 
 
