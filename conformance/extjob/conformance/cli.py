@@ -45,8 +45,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--jobs", "-j", type=int, default=default_jobs(),
                         help="cases run at the same time (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
-    parser.add_argument("command", nargs=argparse.REMAINDER,
-                        help="-- COMMAND ARGS...: how to start the fixture worker")
+    parser.add_argument("fixture", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
+                        help="how to start the fixture worker")
     parser.set_defaults(func=run)
     return parser
 
@@ -61,7 +61,7 @@ def _features(text: str) -> frozenset[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.fixture[1:] if args.fixture[:1] == ["--"] else args.fixture
     cases = select(args.only)
     if args.list:
         for case in cases:
