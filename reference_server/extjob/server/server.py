@@ -105,11 +105,12 @@ class JobServer:
             while self.runs:
                 await asyncio.wait([run.done for run in self.runs.values()])
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._wake.set()
+        scheduler, output = self._tasks
+        await scheduler
+        output.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await output
         exiting = [run.done for run in self.runs.values() if run.exited]
         if exiting:
             await asyncio.wait(exiting, timeout=2.0)
@@ -303,21 +304,31 @@ class JobServer:
     # scheduling and spawning
 
     async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
         poll = self.config.poll_interval_ms / 1000
-        while True:
+        while not self._stopping:
             self._wake.clear()
-            while not self._draining and len(self.runs) < self.config.concurrency:
-                limits = {name: d.concurrency for name, d in self.jobs.items()}
-                job = self.store.claim(self.config.server_id, now_ms(), limits)
-                if job is None:
-                    break
-                await self._spawn(job)
             wait = poll
-            due = self.store.next_run_at(list(self.jobs))
-            if due is not None:
-                wait = min(wait, max(0.0, (due - now_ms()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.005))
+            try:
+                while not self._draining and len(self.runs) < self.config.concurrency:
+                    limits = {name: d.concurrency for name, d in self.jobs.items()}
+                    job = self.store.claim(self.config.server_id, now_ms(), limits)
+                    if job is None:
+                        break
+                    await self._spawn(job)
+                due = self.store.next_run_at(list(self.jobs))
+                if due is not None:
+                    wait = min(wait, max(0.005, (due - now_ms()) / 1000))
+            except Exception:
+                # A store error (a locked or full disk, say) must not end
+                # scheduling for good: log it and try again after the poll.
+                log.exception("scheduler: could not claim or spawn; retrying")
+            # Not asyncio.wait_for: on 3.11 it can swallow the cancellation of
+            # a wait that completes at the same moment; stop() sets _stopping
+            # and wakes us instead.
+            timer = loop.call_later(wait, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
 
     async def _spawn(self, job: Job) -> None:
         definition = self.jobs[job.name]

@@ -38,7 +38,10 @@ sock.connect(payload["socketPath"])
 
 def send(kind, **fields):
     fields.update(type=kind, jobId=job_id, timestamp=int(time.time() * 1000))
-    sock.sendall(json.dumps(fields).encode() + b"\n")
+    try:
+        sock.sendall(json.dumps(fields).encode() + b"\n")
+    except OSError:
+        pass  # the server went away: a v1 worker just carries on (RECONNECT-2)
 
 
 send("started")
