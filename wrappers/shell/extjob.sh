@@ -19,10 +19,13 @@
 # reconnects with backoff, RECONNECT-1), says hello and waits for welcome
 # (AUTH-2), numbers messages and keeps them until acknowledged (REPLAY-*),
 # heartbeats while the job code is busy or blocked (HB-2), surfaces cancel
-# (CANCEL-3) and spools an undeliverable result (SPOOL-2). The public functions
-# below only format JSON in pure bash (no process per message) and hand each
-# message to the agent over a FIFO; the agent stamps it (TIME-1) and sends it.
-# A cancel request is surfaced as a flag file (job_cancel_requested) and as a
+# (CANCEL-3) and spools an undeliverable result (SPOOL-2). The public
+# functions only format JSON in pure bash (no process per message; jq only
+# for texts over 8 KiB, JSON arguments over 4 KiB and text that is not valid
+# UTF-8) and append each message to a queue file in a private temporary
+# directory, waking the agent with a byte on a FIFO; the agent stamps it
+# (TIME-1) and sends it. The queue file grows with what the job sends until
+# the job ends. A cancel request is a flag file (job_cancel_requested) and a
 # callback (job_on_cancel, run from a USR1 trap).
 #
 # Ending. job_complete and job_fail send the terminal message, wait until it
@@ -33,9 +36,14 @@
 # agent delivers what is pending and the server decides by the exit status
 # (EXIT-1: 0 completes with a null result, anything else fails).
 #
-# Limits of bash: strings cannot hold NUL bytes (bash drops them before we see
-# them); call the job_* functions from the job's own shell, not from
-# background subshells, if you need the exit behaviour of job_complete.
+# The caller's shell: job_init sets an EXIT trap (and runs one set before it
+# after its own); job_run sets ERR and errtrace for the handler's duration;
+# job_on_cancel sets USR1 and TERM traps. Nothing else changes: no shell
+# options, no locale, no other traps.
+#
+# Limits of bash: strings cannot hold NUL (pass such text as a JSON string
+# with -j); job_complete and job_fail exit the shell they run in, so call
+# them from the job's own shell, not from a subshell or a pipeline.
 
 # ---------------------------------------------------------------- public API
 
@@ -81,11 +89,11 @@ job_progress() {
     json=1
     shift
   fi
-  local percent=${1:-} message=${2-} data=${3:-} body
+  local percent=${1:-} message=${2-} data=${3:-} body ok=1
   case ${percent} in
-    '' | *[!0-9.]* | *.*.* | .* | *. | 0[0-9]*) percent=bad ;;
+    '' | *[!0-9.]* | *.*.* | .* | *. | 0[0-9]*) ok='' ;; # not a JSON number
   esac
-  if [[ ${percent} == bad ]] || ((${percent%%.*} > 100)) || [[ ${percent} == 100.*[1-9]* ]]; then
+  if [[ -z ${ok} ]] || ((${percent%%.*} > 100)) || [[ ${percent} == 100.*[1-9]* ]]; then
     _extjob_err "job_progress: percent must be a number from 0 to 100, got '${percent}'"
     return 2
   fi
@@ -205,6 +213,7 @@ job_run() {
   _extjob_handler=$1
   _extjob_stack=''
   _extjob_err_depth=0
+  _extjob_err_status=0
   trap '_extjob_record_error $?' ERR
   # Not `"$@" || status=$?`: that would switch off the handler's `set -e`
   # and ERR trap. With `set -e` a failure exits, and _extjob_on_exit fails.
@@ -297,6 +306,7 @@ _extjob_init_ctl() {
   done
 }
 _extjob_init_ctl
+unset -f _extjob_init_ctl
 
 # The characters that need no escaping and no UTF-8 check: the common case.
 _extjob_plain='abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._,:;/=+()@#%&*?<>~^$|{}-'
@@ -646,7 +656,13 @@ _extjob_start_agent() {
   # writing until it exits).
   exec {_extjob_wake_fd}>"${_extjob_dir}/wake"
   exec {_extjob_done_fd}<"${_extjob_dir}/done"
-  trap '_extjob_on_exit $?' EXIT
+  # Keep an EXIT trap set before us: `trap -p` prints it shell-quoted.
+  local previous
+  previous=$(trap -p EXIT)
+  previous=${previous#trap -- }
+  eval "previous=${previous% EXIT}"
+  # shellcheck disable=SC2064 # the earlier trap is meant to be expanded now
+  trap "_extjob_on_exit \$?${previous:+; ${previous}}" EXIT
 }
 
 # Hands a message to the agent (LIMIT-1: never one the server would refuse).
