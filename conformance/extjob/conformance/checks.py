@@ -114,12 +114,14 @@ def _hello_fields(run: Run, hello: object) -> Findings:
 
 
 def start_in_time(run: Run) -> Findings:
-    """START-1: the first message arrives within heartbeatTimeoutMs of the spawn."""
+    """START-1: the first message arrives soon after the spawn (Timing.startup_ms)."""
+    assert run.worker is not None
     first = next(iter(run.entries()), None)
-    limit = run.timing.heartbeat_timeout_ms + run.timing.tolerance_ms
-    if first is not None and first.t * 1000 > limit:
+    limit = run.timing.startup_ms
+    took = (first.t - run.worker.spawned_at) * 1000 if first is not None else 0
+    if took > limit:
         yield fail("START-1", "the first message came late", f"≤ {limit:.0f} ms after spawn",
-                   f"{first.t * 1000:.0f} ms")
+                   f"{took:.0f} ms")
 
 
 def heartbeats(run: Run) -> Findings:

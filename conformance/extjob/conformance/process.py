@@ -21,8 +21,9 @@ from .transcript import Transcript
 class WorkerProcess:
     """A spawned worker; ``returncode`` and ``exited_at`` once it has exited."""
 
-    def __init__(self, process: asyncio.subprocess.Process, directory: Path):
+    def __init__(self, process: asyncio.subprocess.Process, directory: Path, spawned_at: float):
         self.process = process
+        self.spawned_at = spawned_at  #: transcript time just before the spawn
         self.pid = process.pid
         self.directory = directory
         self.returncode: int | None = None
@@ -39,6 +40,7 @@ class WorkerProcess:
         transcript: Transcript,
         on_exit: Callable[[], Awaitable[None]],
     ) -> WorkerProcess:
+        spawned_at = transcript.now()
         with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
             process = await asyncio.create_subprocess_exec(
                 *command,
@@ -48,7 +50,7 @@ class WorkerProcess:
                 env=dict(env),
                 start_new_session=True,  # its own process group (SRV-8)
             )
-        worker = cls(process, directory)
+        worker = cls(process, directory, spawned_at)
         transcript.event(f"spawned pid {process.pid}: {len(stdin)} bytes on stdin")
         assert process.stdin is not None
         with contextlib.suppress(ConnectionError):  # a worker may exit without reading
