@@ -294,7 +294,9 @@ func TestFixtureKilledMidSend(t *testing.T) {
 // result; the worker replays the whole line to the restarted server.
 func TestFixtureServerDiesMidSend(t *testing.T) {
 	peer := newPeer(t, "unix")
-	proc := spawnPayload(t, fixturePayload(peer.socketPath, map[string]any{"scenario": "large", "bytes": 8 << 20}, extended()))
+	// A long ack wait (REPLAY-3): checking 8 MiB under the race detector is slow.
+	ext := extended("heartbeatIntervalMs", 10000)
+	proc := spawnPayload(t, fixturePayload(peer.socketPath, map[string]any{"scenario": "large", "bytes": 8 << 20}, ext))
 	c1 := peer.accept()
 	c1.handshake(&Payload{JobID: "j_fix", Token: testToken, HeartbeatIntervalMs: 1000}, 0)
 	c1.ack("j_fix", c1.nextMessage().seq())

@@ -36,14 +36,15 @@ func run(ctx context.Context, stdin io.Reader, getenv func(string) string, stder
 		fmt.Fprintln(stderr, "extjob:", err)
 		return 2
 	}
+	// Caught before started can go out: a server may signal at once.
+	sigterm := make(chan os.Signal, 1)
+	signal.Notify(sigterm, syscall.SIGTERM)
+	defer signal.Stop(sigterm)
 	job, err := StartWith(ctx, p)
 	if err != nil {
 		fmt.Fprintln(stderr, "extjob:", err)
 		return 2
 	}
-	sigterm := make(chan os.Signal, 1)
-	signal.Notify(sigterm, syscall.SIGTERM)
-	defer signal.Stop(sigterm)
 	go func() {
 		select {
 		case <-sigterm:
