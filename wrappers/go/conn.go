@@ -112,6 +112,8 @@ func (s *session) connect() (net.Conn, *lineReader) {
 	}
 }
 
+// hello is the first line of every connection of an extended worker, and of
+// its spool file (AUTH-2, SPOOL-2).
 func (s *session) hello() []byte {
 	var f fields
 	f.str("token", s.p.Token)
