@@ -55,9 +55,15 @@ function render(job) {
   if (job.id === selected) renderOutcome(job);
 }
 
+// A busy job sends thousands of events a second: draw each row at most once a frame.
+const dirty = new Set();
 function update(job) {
   jobs.set(job.id, job);
-  render(job);
+  if (dirty.size === 0) requestAnimationFrame(() => {
+    dirty.forEach((id) => render(jobs.get(id)));
+    dirty.clear();
+  });
+  dirty.add(job.id);
 }
 
 function renderOutcome(job) {
