@@ -94,3 +94,8 @@ def test_time_factor_must_be_a_positive_number(
     monkeypatch.setenv("EXTJOB_CONFORMANCE_TIME_FACTOR", "fast")
     assert main(["conformance", "--", sys.executable]) == 2
     assert "EXTJOB_CONFORMANCE_TIME_FACTOR" in capsys.readouterr().err
+
+
+def test_the_guide_lists_every_case() -> None:
+    guide = (Path(__file__).parents[1] / "README.md").read_text()
+    assert [c.id for c in CASES if f"| `{c.id}` |" not in guide] == []

@@ -556,8 +556,8 @@ CASES: tuple[Case, ...] = (
          requires=EXT + ("replay",), drive=drop_after_started, withhold_acks=True,
          checks=(replayed, expect_completed({"count": 30}),
                  expect_logs([("info", f"line {i}", {"i": i}) for i in range(1, 31)]))),
-    Case("replay/terminal/ack-timeout", "an unacknowledged terminal message is resent on a new "
-         "connection", ("REPLAY-3", "EXIT-3"), requires=EXT + ("replay",),
+    Case("replay/terminal/ack-timeout", "no ack for the terminal message: the worker reconnects "
+         "and exits once it is covered", ("REPLAY-3", "EXIT-3"), requires=EXT + ("replay",),
          drive=withhold_terminal_ack, budget_s=8, checks=(terminal_resent, *COMPLETE)),
     # -- control --------------------------------------------------------------------
     Case("control/cancel/requested", "cancel reaches the job code, which ends the job",
