@@ -194,18 +194,19 @@ def start_server(directory: Path, extra_args: tuple[str, ...] = ()) -> Server:
                 wrapper=json.dumps(str(REPO / "wrappers" / "python")),
             )
         )
-    log = (directory / "server.log").open("ab")
-    process = subprocess.Popen(
-        [*EXTJOB, "serve", "--config", str(config), *extra_args],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        env={**os.environ, "EXTJOB_TOKEN": ""},
-    )
+    with (directory / "server.log").open("ab") as log:
+        process = subprocess.Popen(
+            [*EXTJOB, "serve", "--config", str(config), *extra_args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, "EXTJOB_TOKEN": ""},
+        )
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
     line = process.stdout.readline().decode() if ready else ""
     if not line.startswith("extjob: listening on "):
         process.kill()
+        process.wait()
         raise AssertionError(
             f"server did not start: {line!r}\n{(directory / 'server.log').read_text()}"
         )
@@ -217,15 +218,17 @@ def stop_server(server: Server) -> None:
     """Stop the server; its workers would outlive it (by design), so end them first."""
     for stream in server.streams:
         stream.close()
-    if server.process.poll() is None:
-        running = server.call("GET", "/api/jobs?status=running&limit=1000").body["jobs"]
-        for job in running:
-            server.call("POST", f"/api/jobs/{job['id']}/cancel")
-        for job in running:
-            server.wait_for_status(job["id"], "completed", "failed", "cancelled")
-    server.process.terminate()
     try:
-        server.process.wait(timeout=WAIT)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+        if server.process.poll() is None:
+            running = server.call("GET", "/api/jobs?status=running&limit=1000").body["jobs"]
+            for job in running:
+                server.call("POST", f"/api/jobs/{job['id']}/cancel")
+            for job in running:
+                server.wait_for_status(job["id"], "completed", "failed", "cancelled")
+    finally:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
