@@ -36,18 +36,24 @@ def main() -> int:
     verdicts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for run in range(1, args.n + 1):
         started = time.monotonic()
-        results = asyncio.run(run_cases(select(args.only), command, args.features,
-                                        Timing.from_env(), args.jobs))
+        results = asyncio.run(
+            run_cases(select(args.only), command, args.features, Timing.from_env(), args.jobs)
+        )
         counts = collections.Counter(r.verdict for r in results)
         for r in results:
             verdicts[r.case_id][r.verdict] += 1
-        print(f"run {run:2}: {time.monotonic() - started:5.1f}s  "
-              + "  ".join(f"{v} {n}" for v, n in sorted(counts.items())), flush=True)
+        print(
+            f"run {run:2}: {time.monotonic() - started:5.1f}s  "
+            + "  ".join(f"{v} {n}" for v, n in sorted(counts.items())),
+            flush=True,
+        )
     unsteady = {case: c for case, c in verdicts.items() if len(c) > 1}
     for case, counter in unsteady.items():
         print(f"UNSTEADY {case}: {dict(counter)}")
-    print(f"{len(verdicts)} cases × {args.n} runs: "
-          + ("every verdict the same" if not unsteady else f"{len(unsteady)} case(s) unsteady"))
+    print(
+        f"{len(verdicts)} cases × {args.n} runs: "
+        + ("every verdict the same" if not unsteady else f"{len(unsteady)} case(s) unsteady")
+    )
     return 1 if unsteady else 0
 
 

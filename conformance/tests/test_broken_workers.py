@@ -57,8 +57,13 @@ def caught(reference_worker: Callable[..., list[str]]) -> dict[str, CaseResult]:
             case_id, _ = CAUGHT_BY[rule]
             async with limit:
                 case = next(c for c in CASES if c.id == case_id)
-                [result] = await run_cases([case], reference_worker("--break", rule),
-                                           ALL_FEATURES, Timing.from_env(), jobs=1)
+                [result] = await run_cases(
+                    [case],
+                    reference_worker("--break", rule),
+                    ALL_FEATURES,
+                    Timing.from_env(),
+                    jobs=1,
+                )
             return rule, result
 
         return dict(await asyncio.gather(*(one(rule) for rule in CAUGHT_BY)))
@@ -76,7 +81,7 @@ def test_every_break_of_the_reference_worker_is_tested() -> None:
 def test_broken_worker_is_caught_by_the_right_requirement(
     caught: dict[str, CaseResult], rule: str
 ) -> None:
-    case_id, requirement = CAUGHT_BY[rule]
+    _, requirement = CAUGHT_BY[rule]
     result = caught[rule]
     report = "\n".join([result.reason, *(str(f) for f in result.findings), *result.transcript])
     assert result.verdict == FAIL, report

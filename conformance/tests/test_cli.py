@@ -18,7 +18,8 @@ Worker = Callable[..., list[str]]
 
 def test_any_prefix_topic_or_requirement_selects_cases() -> None:
     assert {c.id for c in select(["core/payload/"])} == {
-        c.id for c in CASES if c.id.startswith("core/payload/")}
+        c.id for c in CASES if c.id.startswith("core/payload/")
+    }
     assert "core/heartbeat/busy" in {c.id for c in select(["heartbeat"])}
     assert {c.id for c in select(["HB-2"])} == {c.id for c in CASES if "HB-2" in c.requirements}
     assert select(["no-such-case"]) == []
@@ -33,12 +34,21 @@ def test_every_case_id_is_unique_and_cites_spec_requirements() -> None:
             assert f"**{requirement}**" in spec, (case.id, requirement)
 
 
-def test_json_report_and_exit_status_zero_on_pass(
-    tmp_path: Path, reference_worker: Worker
-) -> None:
+def test_json_report_and_exit_status_zero_on_pass(tmp_path: Path, reference_worker: Worker) -> None:
     out = tmp_path / "report.json"
-    code = main(["conformance", "--only", "core/lifecycle/complete", "--format", "json",
-                 "-o", str(out), "--", *reference_worker()])
+    code = main(
+        [
+            "conformance",
+            "--only",
+            "core/lifecycle/complete",
+            "--format",
+            "json",
+            "-o",
+            str(out),
+            "--",
+            *reference_worker(),
+        ]
+    )
     report = json.loads(out.read_text())
     assert code == 0 and report["passed"] is True
     assert report["summary"]["core"]["pass"] == 1
@@ -50,8 +60,19 @@ def test_junit_report_and_exit_status_one_on_failure(
     tmp_path: Path, reference_worker: Worker
 ) -> None:
     out = tmp_path / "junit.xml"
-    code = main(["conformance", "--only", "core/lifecycle/fail", "--format", "junit",
-                 "-o", str(out), "--", *reference_worker("--break", "exit-0-after-fail")])
+    code = main(
+        [
+            "conformance",
+            "--only",
+            "core/lifecycle/fail",
+            "--format",
+            "junit",
+            "-o",
+            str(out),
+            "--",
+            *reference_worker("--break", "exit-0-after-fail"),
+        ]
+    )
     assert code == 1
     failure = ET.parse(out).getroot().find("./testsuite/testcase/failure")
     assert failure is not None and failure.get("type") == "EXIT-2"
@@ -60,20 +81,36 @@ def test_junit_report_and_exit_status_one_on_failure(
 def test_text_report_shows_requirement_expected_observed_and_transcript(
     capsys: pytest.CaptureFixture[str], reference_worker: Worker
 ) -> None:
-    code = main(["conformance", "--only", "core/heartbeat/busy", "--",
-                 *reference_worker("--break", "no-heartbeat")])
+    code = main(
+        [
+            "conformance",
+            "--only",
+            "core/heartbeat/busy",
+            "--",
+            *reference_worker("--break", "no-heartbeat"),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 1
-    for needle in ("FAIL core/heartbeat/busy", "- HB-2 [fail]", "expected: a heartbeat",
-                   "observed:", "w→s {\"type\":\"started\"", "RESULT: FAIL"):
+    for needle in (
+        "FAIL core/heartbeat/busy",
+        "- HB-2 [fail]",
+        "expected: a heartbeat",
+        "observed:",
+        'w→s {"type":"started"',
+        "RESULT: FAIL",
+    ):
         assert needle in text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["conformance"], "no fixture command"),
-    (["conformance", "--only", "nothing-matches", "--", sys.executable], "no case matches"),
-    (["conformance", "--", "/no/such/fixture"], "cannot run"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["conformance"], "no fixture command"),
+        (["conformance", "--only", "nothing-matches", "--", sys.executable], "no case matches"),
+        (["conformance", "--", "/no/such/fixture"], "cannot run"),
+    ],
+)
 def test_usage_errors_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,8 +28,11 @@ def test_the_reference_worker_passes_every_case(
 def test_unclaimed_features_are_skipped_with_a_reason(
     run_suite: Runner, reference_worker: Callable[..., list[str]]
 ) -> None:
-    results = run_suite(reference_worker(), only=["core/lifecycle/complete", "replay/"],
-                        features=frozenset({"core", "auth"}))
+    results = run_suite(
+        reference_worker(),
+        only=["core/lifecycle/complete", "replay/"],
+        features=frozenset({"core", "auth"}),
+    )
     assert results["core/lifecycle/complete"].verdict == PASS, _report(results)
     replay = [r for r in results.values() if r.feature == "replay"]
     assert replay and all(r.verdict == SKIP for r in replay)
@@ -40,7 +43,10 @@ def test_a_v1_worker_passes_core_and_fails_what_it_claims_wrongly(
     run_suite: Runner, reference_worker: Callable[..., list[str]]
 ) -> None:
     """A worker that ignores the offered features (no hello) fails AUTH-2 if it claims auth."""
-    results = run_suite(reference_worker("--break", "no-hello"), only=["core/lifecycle/", "auth/hello/first"])
+    results = run_suite(
+        reference_worker("--break", "no-hello"), only=["core/lifecycle/", "auth/hello/first"]
+    )
     assert all(results[c].verdict == PASS for c in results if c.startswith("core/")), _report(
-        results)
+        results
+    )
     assert "AUTH-2" in {f.requirement for f in results["auth/hello/first"].findings}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 
 from extjob.protocol import StreamChecker
 
@@ -33,8 +34,12 @@ def lines_valid(run: Run) -> Findings:
             continue
         seen[entry.problem.requirement] = seen.get(entry.problem.requirement, 0) + 1
         if seen[entry.problem.requirement] <= 3:  # the first few say enough
-            yield fail(entry.problem.requirement, f"invalid line at {entry.t:.3f}s: "
-                       f"{entry.problem}", "a valid message", entry.text)
+            yield fail(
+                entry.problem.requirement,
+                f"invalid line at {entry.t:.3f}s: {entry.problem}",
+                "a valid message",
+                entry.text,
+            )
 
 
 def job_ids(run: Run) -> Findings:
@@ -58,8 +63,12 @@ def timestamps_sane(run: Run) -> Findings:
     now = time.time_ns() // 1_000_000
     for message in run.messages():
         if not run.spawned_wall_ms - CLOCK_SKEW_MS <= message.timestamp <= now + CLOCK_SKEW_MS:
-            yield fail("MSG-1", f"{message.type} timestamp is not near the wall clock in ms",
-                       f"about {run.spawned_wall_ms}", message.timestamp)
+            yield fail(
+                "MSG-1",
+                f"{message.type} timestamp is not near the wall clock in ms",
+                f"about {run.spawned_wall_ms}",
+                message.timestamp,
+            )
             return
 
 
@@ -68,8 +77,12 @@ def quiet_stdout(run: Run) -> Findings:
     assert run.worker is not None
     out = run.worker.stdout()
     if out:
-        yield fail("FIX-3", "the fixture wrote to standard output", "nothing", out[:200].decode(
-            errors="replace"))
+        yield fail(
+            "FIX-3",
+            "the fixture wrote to standard output",
+            "nothing",
+            out[:200].decode(errors="replace"),
+        )
 
 
 def negotiation(run: Run) -> Findings:
@@ -77,8 +90,12 @@ def negotiation(run: Run) -> Findings:
     if not run.extended:
         for message in run.messages():
             if message.type == "hello" or message.seq is not None:
-                yield fail("NEG-3", "the payload offered no features, but the worker "
-                           "did not behave as a v1 worker", "no hello, no seq", message.body)
+                yield fail(
+                    "NEG-3",
+                    "the payload offered no features, but the worker did not behave as a v1 worker",
+                    "no hello, no seq",
+                    message.body,
+                )
                 return
         return
     for conn in run.server.connections:
@@ -87,30 +104,39 @@ def negotiation(run: Run) -> Findings:
             continue
         first = lines[0].message
         if first is None or first.type != "hello":
-            yield fail("AUTH-2", f"connection #{conn.number} did not begin with hello",
-                       "hello", lines[0].text)
+            yield fail(
+                "AUTH-2",
+                f"connection #{conn.number} did not begin with hello",
+                "hello",
+                lines[0].text,
+            )
             continue
         yield from _hello_fields(run, first)
         early = [e for e in lines[1:] if conn.welcomed_at is None or e.t < conn.welcomed_at]
         if early:
-            yield fail("AUTH-2", f"connection #{conn.number}: sent before welcome",
-                       "nothing until welcome", early[0].text)
+            yield fail(
+                "AUTH-2",
+                f"connection #{conn.number}: sent before welcome",
+                "nothing until welcome",
+                early[0].text,
+            )
 
 
 def _hello_fields(run: Run, hello: object) -> Findings:
     assert run.worker is not None
     body = getattr(hello, "body", {})
     if body.get("token") != run.token:
-        yield fail("AUTH-2", "hello does not carry the payload's token", run.token,
-                   body.get("token"))
+        yield fail(
+            "AUTH-2", "hello does not carry the payload's token", run.token, body.get("token")
+        )
     if body.get("pid") != run.worker.pid:
-        yield fail("AUTH-2", "hello pid is not the worker's process id", run.worker.pid,
-                   body.get("pid"))
+        yield fail(
+            "AUTH-2", "hello pid is not the worker's process id", run.worker.pid, body.get("pid")
+        )
     used = body.get("features") or []
     unknown = [f for f in used if f not in run.offered]
     if unknown:
-        yield fail("NEG-2", "hello names extensions the payload did not offer", run.offered,
-                   used)
+        yield fail("NEG-2", "hello names extensions the payload did not offer", run.offered, used)
 
 
 def start_in_time(run: Run) -> Findings:
@@ -120,8 +146,12 @@ def start_in_time(run: Run) -> Findings:
     limit = run.timing.startup_ms
     took = (first.t - run.worker.spawned_at) * 1000 if first is not None else 0
     if took > limit:
-        yield fail("START-1", "the first message came late", f"≤ {limit:.0f} ms after spawn",
-                   f"{took:.0f} ms")
+        yield fail(
+            "START-1",
+            "the first message came late",
+            f"≤ {limit:.0f} ms after spawn",
+            f"{took:.0f} ms",
+        )
 
 
 def heartbeats(run: Run) -> Findings:
@@ -131,19 +161,26 @@ def heartbeats(run: Run) -> Findings:
     interval = run.timing.interval_ms
     limit = interval + run.timing.tolerance_ms
     for points in _heartbeat_segments(run):
-        gaps = [(b - a) * 1000 for a, b in zip(points, points[1:], strict=False)]
+        gaps = [(b - a) * 1000 for a, b in pairwise(points)]
         worst_gap = max(gaps, default=0)
         if worst_gap > limit:
             at = points[gaps.index(worst_gap)]
-            yield fail("HB-2", f"no heartbeat for {worst_gap:.0f} ms (from {at:.3f}s)",
-                       f"a heartbeat at least every {interval} ms (+{run.timing.tolerance_ms:.0f}"
-                       " ms tolerance)", f"{worst_gap:.0f} ms")
+            yield fail(
+                "HB-2",
+                f"no heartbeat for {worst_gap:.0f} ms (from {at:.3f}s)",
+                f"a heartbeat at least every {interval} ms (+{run.timing.tolerance_ms:.0f}"
+                " ms tolerance)",
+                f"{worst_gap:.0f} ms",
+            )
             return
         beats = gaps[1:-1]
         if len(beats) >= 4 and sum(beats) / len(beats) < interval * 0.45:
-            yield nonstrict("HB-2", "heartbeats more often than every interval / 2",
-                            f"≥ {interval / 2:.0f} ms apart",
-                            f"{sum(beats) / len(beats):.0f} ms on average")
+            yield nonstrict(
+                "HB-2",
+                "heartbeats more often than every interval / 2",
+                f"≥ {interval / 2:.0f} ms apart",
+                f"{sum(beats) / len(beats):.0f} ms on average",
+            )
             return
 
 
@@ -154,20 +191,32 @@ def _heartbeat_segments(run: Run) -> Iterator[list[float]]:
     if first_started is None:
         return
     closed = {e.conn: e.t for e in run.transcript.entries if e.direction == "event" and e.conn}
-    opened = {e.conn: e.t for e in run.transcript.entries
-              if e.direction == "event" and e.text == "connected"}
+    opened = {
+        e.conn: e.t
+        for e in run.transcript.entries
+        if e.direction == "event" and e.text == "connected"
+    }
     for conn in run.server.connections:
         if terminal is not None and opened.get(conn.number, 0) > terminal.t:
             continue  # nothing is owed once the terminal message is out (HB-2)
-        own = [e for e in run.entries() if e.conn == conn.number and e.t >= first_started.t
-               and e.message is not None and e.message.type != "hello"]
+        own = [
+            e
+            for e in run.entries()
+            if e.conn == conn.number
+            and e.t >= first_started.t
+            and e.message is not None
+            and e.message.type != "hello"
+        ]
         if not own:
             continue
         end = _end_of(conn.number, own, closed)
         if end is None:
             continue
-        beats = [e.t for e in own if e.message is not None and e.message.type == "heartbeat"
-                 and e.t < end]
+        beats = [
+            e.t
+            for e in own
+            if e.message is not None and e.message.type == "heartbeat" and e.t < end
+        ]
         yield [own[0].t, *beats, end]
 
 
@@ -183,8 +232,12 @@ def exit_after_terminal(run: Run) -> Findings:
     if terminal is None or terminal.message is None:
         return
     if not run.worker.exited or run.worker.exited_at is None:
-        yield fail("EXIT-3", "the worker did not exit after its terminal message",
-                   f"exit ≤ {EXIT_AFTER_TERMINAL_MS} ms after it", "still running")
+        yield fail(
+            "EXIT-3",
+            "the worker did not exit after its terminal message",
+            f"exit ≤ {EXIT_AFTER_TERMINAL_MS} ms after it",
+            "still running",
+        )
         return
     code = run.worker.returncode
     if terminal.message.type == "completed" and code != 0:
@@ -194,9 +247,13 @@ def exit_after_terminal(run: Run) -> Findings:
     since = _acknowledged_at(run, terminal)
     late = (run.worker.exited_at - since) * 1000
     if late > EXIT_AFTER_TERMINAL_MS + run.timing.tolerance_ms:
-        yield fail("EXIT-3", "the worker lingered after its terminal message",
-                   f"exit ≤ {EXIT_AFTER_TERMINAL_MS} ms after it (+{run.timing.tolerance_ms:.0f}"
-                   " ms tolerance)", f"{late:.0f} ms")
+        yield fail(
+            "EXIT-3",
+            "the worker lingered after its terminal message",
+            f"exit ≤ {EXIT_AFTER_TERMINAL_MS} ms after it (+{run.timing.tolerance_ms:.0f}"
+            " ms tolerance)",
+            f"{late:.0f} ms",
+        )
 
 
 def _acknowledged_at(run: Run, terminal: Entry) -> float:
@@ -217,5 +274,14 @@ def _acknowledged_at(run: Run, terminal: Entry) -> float:
 
 
 #: Run on every case that connects.
-COMMON = (lines_valid, job_ids, stream_rules, timestamps_sane, quiet_stdout, negotiation,
-          start_in_time, heartbeats, exit_after_terminal)
+COMMON = (
+    lines_valid,
+    job_ids,
+    stream_rules,
+    timestamps_sane,
+    quiet_stdout,
+    negotiation,
+    start_in_time,
+    heartbeats,
+    exit_after_terminal,
+)

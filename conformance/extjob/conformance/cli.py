@@ -27,26 +27,51 @@ machine. The fixture contract is SPEC section 11; see conformance/README.md.
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "conformance", help="test a wrapper's fixture worker against the spec",
+        "conformance",
+        help="test a wrapper's fixture worker against the spec",
         description="Play the server, run the fixture worker COMMAND in many scenarios and "
         "check every message and timing against protocol/SPEC.md.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", default="core", type=_features,
-                        help=f"levels the wrapper claims, comma-separated: {','.join(LEVELS)} "
-                        "(default: core); the cases of the others are skipped")
-    parser.add_argument("--only", action="append", default=[], metavar="CASE",
-                        help="run only cases whose id starts with CASE, whose topic is CASE "
-                        "(heartbeat) or that test requirement CASE (HB-2); repeatable")
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--features",
+        default="core",
+        type=_features,
+        help=f"levels the wrapper claims, comma-separated: {','.join(LEVELS)} "
+        "(default: core); the cases of the others are skipped",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="CASE",
+        help="run only cases whose id starts with CASE, whose topic is CASE "
+        "(heartbeat) or that test requirement CASE (HB-2); repeatable",
+    )
     parser.add_argument("--format", choices=sorted(FORMATS), default="text")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the report here")
-    parser.add_argument("--heartbeat-interval", type=int, metavar="MS",
-                        help="the interval the wrapper really uses, if it ignores the advised "
-                        "heartbeatIntervalMs (cases take longer)")
-    parser.add_argument("--jobs", "-j", type=int, default=default_jobs(),
-                        help="cases run at the same time (default: %(default)s)")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        metavar="MS",
+        help="the interval the wrapper really uses, if it ignores the advised "
+        "heartbeatIntervalMs (cases take longer)",
+    )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=default_jobs(),
+        help="cases run at the same time (default: %(default)s)",
+    )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
-    parser.add_argument("fixture", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
-                        help="how to start the fixture worker")
+    parser.add_argument(
+        "fixture",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND ARGS",
+        help="how to start the fixture worker",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -55,8 +80,9 @@ def _features(text: str) -> frozenset[str]:
     names = frozenset(n.strip() for n in text.split(",") if n.strip())
     unknown = sorted(names - set(LEVELS))
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown feature {', '.join(unknown)}; known: "
-                                         f"{', '.join(LEVELS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown feature {', '.join(unknown)}; known: {', '.join(LEVELS)}"
+        )
     return names
 
 
@@ -80,15 +106,22 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _usage(str(exc))
     if args.format == "text" and sys.stderr.isatty():
+
         def progress(result: Any) -> None:
             print(f"  {result.verdict:<10} {result.case_id}", file=sys.stderr)
     else:
+
         def progress(result: Any) -> None:
             pass
+
     results = asyncio.run(run_cases(cases, command, args.features, timing, args.jobs, progress))
-    meta = {"suite": "extjob conformance", "command": command,
-            "features": sorted(args.features, key=LEVELS.index),
-            "timeFactor": timing.factor, "heartbeatIntervalMs": timing.interval_ms}
+    meta = {
+        "suite": "extjob conformance",
+        "command": command,
+        "features": sorted(args.features, key=LEVELS.index),
+        "timeFactor": timing.factor,
+        "heartbeatIntervalMs": timing.interval_ms,
+    }
     report = FORMATS[args.format](results, meta)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

@@ -165,8 +165,9 @@ class FakeServer:
             message: Message | None = decode(line, "server")
         except RemoteProtocolError:  # a deliberately unknown type
             message = None
-        self.transcript.add("server", conn.number, line.decode(errors="replace").rstrip("\n"),
-                            message=message)
+        self.transcript.add(
+            "server", conn.number, line.decode(errors="replace").rstrip("\n"), message=message
+        )
 
     async def send_raw(self, conn: Connection, line: bytes, timeout_s: float) -> bool:
         """Write bytes and wait until the worker has taken them (CTRL-6)."""
@@ -197,8 +198,13 @@ class FakeServer:
                 for line in lines.feed(data):
                     await self._receive(conn, line)
             if conn.open and lines.pending:
-                self._invalid(conn, f"{lines.pending} bytes", Problem(
-                    "FRAME-1", None, "the connection ended in the middle of a line (no \\n)"))
+                self._invalid(
+                    conn,
+                    f"{lines.pending} bytes",
+                    Problem(
+                        "FRAME-1", None, "the connection ended in the middle of a line (no \\n)"
+                    ),
+                )
         except (ConnectionError, OSError) as exc:
             self.transcript.event(f"read error: {exc}", conn.number)
         finally:
@@ -213,8 +219,11 @@ class FakeServer:
 
     async def _receive(self, conn: Connection, line: bytes | OversizedLine) -> None:
         if isinstance(line, OversizedLine):
-            self._invalid(conn, f"<{line.size} bytes>", Problem(
-                "LIMIT-1", None, f"line of {line.size} bytes exceeds maxLineBytes"))
+            self._invalid(
+                conn,
+                f"<{line.size} bytes>",
+                Problem("LIMIT-1", None, f"line of {line.size} bytes exceeds maxLineBytes"),
+            )
         elif line.strip():  # FRAME-3: blank lines are ignored
             text = line.decode("utf-8", errors="replace")
             try:
@@ -243,8 +252,9 @@ class FakeServer:
         # waits for welcome, so nothing it sends may arrive before it.
         if self.welcome_delay_s:
             await asyncio.sleep(self.welcome_delay_s)
-        reply = welcome(self.job_id, list(conn.features), self.recorded_seq,
-                        self.heartbeat_interval_ms)
+        reply = welcome(
+            self.job_id, list(conn.features), self.recorded_seq, self.heartbeat_interval_ms
+        )
         if self.send(conn, reply):
             conn.welcomed_at = self.transcript.now()
         await self.notify()

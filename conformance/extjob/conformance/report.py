@@ -46,21 +46,35 @@ def to_junit(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
     suites = ET.Element("testsuites", name="extjob conformance")
     for feature in summary(results):
         mine = [r for r in results if r.feature == feature]
-        suite = ET.SubElement(suites, "testsuite", name=feature, tests=str(len(mine)),
-                              failures=str(sum(r.verdict == FAIL for r in mine)),
-                              errors=str(sum(r.verdict == ERROR for r in mine)),
-                              skipped=str(sum(r.verdict == SKIP for r in mine)))
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=feature,
+            tests=str(len(mine)),
+            failures=str(sum(r.verdict == FAIL for r in mine)),
+            errors=str(sum(r.verdict == ERROR for r in mine)),
+            skipped=str(sum(r.verdict == SKIP for r in mine)),
+        )
         for r in mine:
-            case = ET.SubElement(suite, "testcase", classname=f"conformance.{feature}",
-                                 name=r.case_id, time=f"{r.duration_s:.3f}")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"conformance.{feature}",
+                name=r.case_id,
+                time=f"{r.duration_s:.3f}",
+            )
             if r.verdict == SKIP:
                 ET.SubElement(case, "skipped", message=r.reason)
             elif r.verdict == ERROR:
                 ET.SubElement(case, "error", message="harness error").text = r.reason
             elif r.verdict == FAIL:
                 first = next(f for f in r.findings if f.verdict == FAIL)
-                ET.SubElement(case, "failure", message=f"{first.requirement}: {first.message}",
-                              type=first.requirement).text = _details(r)
+                ET.SubElement(
+                    case,
+                    "failure",
+                    message=f"{first.requirement}: {first.message}",
+                    type=first.requirement,
+                ).text = _details(r)
             if r.verdict in (NON_STRICT, FAIL, ERROR):
                 ET.SubElement(case, "system-out").text = "\n".join(r.transcript)
     ET.indent(suites)
@@ -68,8 +82,11 @@ def to_junit(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
 
 
 def to_text(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
-    out = [f"extjob conformance: {' '.join(meta['command'])}",
-           f"features claimed: {', '.join(meta['features'])}", ""]
+    out = [
+        f"extjob conformance: {' '.join(meta['command'])}",
+        f"features claimed: {', '.join(meta['features'])}",
+        "",
+    ]
     table = summary(results)
     out.append(f"{'feature':<12}" + "".join(f"{v:>11}" for v in VERDICTS))
     for feature, row in table.items():
@@ -78,14 +95,22 @@ def to_text(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
     for r in results:
         note = r.reason.splitlines()[-1] if r.verdict in (SKIP, ERROR) and r.reason else ""
         reqs = ",".join(sorted({f.requirement for f in r.findings}))
-        out.append(f"  {r.verdict.upper():<10} {r.case_id:<36} {r.duration_s:6.2f}s  "
-                   f"{reqs or note}")
+        out.append(
+            f"  {r.verdict.upper():<10} {r.case_id:<36} {r.duration_s:6.2f}s  {reqs or note}"
+        )
     for r in results:
         if r.verdict in (FAIL, ERROR, NON_STRICT):
-            out += ["", "=" * 78, f"{r.verdict.upper()} {r.case_id}: {r.title}",
-                    f"tests: {', '.join(r.requirements)}", _details(r)]
-            out += ["transcript (seconds since the case began; #n is the connection):",
-                    *(f"  {line}" for line in r.transcript)]
+            out += [
+                "",
+                "=" * 78,
+                f"{r.verdict.upper()} {r.case_id}: {r.title}",
+                f"tests: {', '.join(r.requirements)}",
+                _details(r),
+            ]
+            out += [
+                "transcript (seconds since the case began; #n is the connection):",
+                *(f"  {line}" for line in r.transcript),
+            ]
             if r.stderr.strip():
                 out += ["worker stderr:", textwrap.indent(r.stderr.rstrip()[-2000:], "  ")]
     out += ["", "RESULT: " + ("PASS" if passed(results) else "FAIL")]

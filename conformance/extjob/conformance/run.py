@@ -8,7 +8,6 @@ recorded transcript, the exit status and the files the worker left.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import tempfile
@@ -144,8 +143,9 @@ def _environment(run: Run, payload: dict[str, Any], port: int) -> tuple[bytes, d
     return stdin, env
 
 
-async def run_case(case: Case, command: Sequence[str], features: frozenset[str],
-                   timing: Timing) -> CaseResult:
+async def run_case(
+    case: Case, command: Sequence[str], features: frozenset[str], timing: Timing
+) -> CaseResult:
     """Run one case against ``command``; harness faults become ERROR, not FAIL."""
     started = time.monotonic()
     result = CaseResult(case.id, case.title, case.feature, case.requirements, ERROR)
@@ -160,8 +160,17 @@ async def run_case(case: Case, command: Sequence[str], features: frozenset[str],
             transcript, job_id, offered=offered,
             heartbeat_interval_ms=timing.advised_interval_ms, max_line_bytes=DEFAULT_MAX_LINE_BYTES,
         )  # fmt: skip
-        run = Run(case, timing, extended, offered, transcript, server, directory, job_id,
-                  token=secrets.token_urlsafe(24))
+        run = Run(
+            case,
+            timing,
+            extended,
+            offered,
+            transcript,
+            server,
+            directory,
+            job_id,
+            token=secrets.token_urlsafe(24),
+        )
         try:
             if case.transport == "tcp":
                 await server.listen_tcp()
@@ -171,8 +180,14 @@ async def run_case(case: Case, command: Sequence[str], features: frozenset[str],
             stdin, env = _environment(run, run.payload, server.port)
             run.spawned_wall_ms = time.time_ns() // 1_000_000
             run.worker = await WorkerProcess.spawn(
-                command, stdin, env, directory, transcript, server.notify)
+                command, stdin, env, directory, transcript, server.notify
+            )
             await case.drive(run)  # returns once the worker exited or its budget ran out
+            if run.worker.exited:  # judge only once every line it wrote is read (EXIT-1)
+                server.reading.set()
+                await server.wait_for(
+                    lambda: not any(c.open for c in server.connections), timing.s(3)
+                )
             result.findings = [f for check in case.all_checks() for f in check(run)]
             result.verdict = worst(result.findings)
         except Exception:  # a fault of the harness, reported as such
@@ -186,4 +201,3 @@ async def run_case(case: Case, command: Sequence[str], features: frozenset[str],
             result.transcript = transcript.render()
     result.duration_s = time.monotonic() - started
     return result
-

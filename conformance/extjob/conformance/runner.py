@@ -30,8 +30,14 @@ async def run_cases(
     async def one(case: Case) -> CaseResult:
         missing = [f for f in (case.requires or ("core",)) if f not in features]
         if missing:
-            result = CaseResult(case.id, case.title, case.feature, case.requirements, SKIP,
-                                reason=f"feature not claimed: {', '.join(missing)}")
+            result = CaseResult(
+                case.id,
+                case.title,
+                case.feature,
+                case.requirements,
+                SKIP,
+                reason=f"feature not claimed: {', '.join(missing)}",
+            )
         else:
             async with limit:
                 result = await run_case(case, command, features, timing)

@@ -30,8 +30,10 @@ class Entry:
     def render(self) -> str:
         arrow = {"worker": "w→s", "server": "s→w", "event": " ··"}[self.direction]
         where = f"#{self.conn}" if self.conn else "  "
-        text = self.text if len(self.text) <= SHOWN_CHARS else (
-            f"{self.text[:SHOWN_CHARS]}… ({len(self.text)} chars)"
+        text = (
+            self.text
+            if len(self.text) <= SHOWN_CHARS
+            else (f"{self.text[:SHOWN_CHARS]}… ({len(self.text)} chars)")
         )
         line = f"{self.t:8.3f}s {where:>3} {arrow} {text}"
         return f"{line}\n{'':17}^ invalid: {self.problem}" if self.problem else line
@@ -78,5 +80,8 @@ class Transcript:
         if len(lines) <= limit:
             return lines
         head, tail = limit * 2 // 3, limit // 3
-        return [*lines[:head], f"          … {len(lines) - head - tail} entries left out …",
-                *lines[-tail:]]
+        return [
+            *lines[:head],
+            f"          … {len(lines) - head - tail} entries left out …",
+            *lines[-tail:],
+        ]

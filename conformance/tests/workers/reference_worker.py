@@ -109,8 +109,10 @@ class Worker:
 
     def _encode(self, msg: dict[str, Any]) -> bytes:
         if self.broken == "bad-escaping":
-            parts = [f'"{k}":' + (escape_badly(v) if isinstance(v, str) else json.dumps(v))
-                     for k, v in msg.items()]
+            parts = [
+                f'"{k}":' + (escape_badly(v) if isinstance(v, str) else json.dumps(v))
+                for k, v in msg.items()
+            ]
             return ("{" + ",".join(parts) + "}\n").encode()
         return (json.dumps(msg, separators=(",", ":")) + "\n").encode()
 
@@ -179,10 +181,17 @@ class Worker:
             with self.lock:
                 self.sock = sock
                 if self.hello:
-                    self._write({"type": "hello", "jobId": self.job_id,
-                                 "timestamp": time.time_ns() // 1_000_000,
-                                 "token": self.p["token"], "protocolVersion": 1,
-                                 "features": self.features, "pid": os.getpid()})
+                    self._write(
+                        {
+                            "type": "hello",
+                            "jobId": self.job_id,
+                            "timestamp": time.time_ns() // 1_000_000,
+                            "token": self.p["token"],
+                            "protocolVersion": 1,
+                            "features": self.features,
+                            "pid": os.getpid(),
+                        }
+                    )
                     if self.broken == "no-wait-welcome":
                         self._ready(0)
                 else:
@@ -204,10 +213,19 @@ class Worker:
             self.written.clear()
             if self.broken == "no-replay" and self.started:
                 self.pending = [m for m in self.pending if m["type"] in ("completed", "failed")]
-        elif (self.started and self.broken != "no-started-again"
-              and not any(m["type"] == "started" for m in self.pending)):
-            self.pending.insert(0, {"type": "started", "jobId": self.job_id,
-                                    "timestamp": max(self.last_ts, time.time_ns() // 10**6)})
+        elif (
+            self.started
+            and self.broken != "no-started-again"
+            and not any(m["type"] == "started" for m in self.pending)
+        ):
+            self.pending.insert(
+                0,
+                {
+                    "type": "started",
+                    "jobId": self.job_id,
+                    "timestamp": max(self.last_ts, time.time_ns() // 10**6),
+                },
+            )
         self._flush()
         self.lock.notify_all()
 
@@ -239,7 +257,9 @@ class Worker:
             if kind == "welcome" and not self.ready:
                 self._ready(int(msg.get("lastSeq", 0)))
             elif kind == "ack" and isinstance(msg.get("seq"), int):
-                self.pending = [m for m in self.pending if m.get("seq", msg["seq"] + 1) > msg["seq"]]
+                self.pending = [
+                    m for m in self.pending if m.get("seq", msg["seq"] + 1) > msg["seq"]
+                ]
                 self.lock.notify_all()
             elif kind == "cancel" and self.broken != "ignore-cancel":
                 self.cancelled.set()
@@ -261,8 +281,12 @@ class Worker:
                 now = time.monotonic()
                 if self.down_since is not None and now - self.down_since > self.window:
                     return False  # RECONNECT-3
-                if (self.replay and self.broken != "no-ack-timeout"
-                        and self.terminal_written_at and now - self.terminal_written_at > ack_wait):
+                if (
+                    self.replay
+                    and self.broken != "no-ack-timeout"
+                    and self.terminal_written_at
+                    and now - self.terminal_written_at > ack_wait
+                ):
                     self._lost()  # REPLAY-3: treat the connection as failed
                 self.lock.wait(0.05)
         return True
@@ -271,9 +295,15 @@ class Worker:
         path = self.p.get("spoolPath")
         if not path or "spool" not in self.features or self.broken == "no-spool":
             return
-        hello = {"type": "hello", "jobId": self.job_id, "timestamp": self.last_ts,
-                 "token": self.p["token"], "protocolVersion": 1, "features": self.features,
-                 "pid": os.getpid()}
+        hello = {
+            "type": "hello",
+            "jobId": self.job_id,
+            "timestamp": self.last_ts,
+            "token": self.p["token"],
+            "protocolVersion": 1,
+            "features": self.features,
+            "pid": os.getpid(),
+        }
         with self.lock:
             lines = [hello, *self.pending]
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -290,13 +320,17 @@ def job(worker: Worker, data: Any) -> tuple[str, Any]:
     scenario = d.get("scenario", "complete")
 
     def progress(percent: float, message: str) -> None:
-        fields = {"message": message} if worker.broken == "missing-field" else {
-            "percent": percent, "message": message}
+        fields = (
+            {"message": message}
+            if worker.broken == "missing-field"
+            else {"percent": percent, "message": message}
+        )
         worker.message("progress", **fields)
 
     def log(message: str, data: Any = None, level: str = "info") -> None:
-        worker.message("log", level=level, message=message,
-                       **({"data": data} if data is not None else {}))
+        worker.message(
+            "log", level=level, message=message, **({"data": data} if data is not None else {})
+        )
 
     if scenario == "echo":
         log(d.get("text", ""))
@@ -350,8 +384,11 @@ def read_payload(broken: str | None) -> dict[str, Any]:
         payload = {"x-error": "payload is not a JSON object"}
     if broken != "no-env":
         port = os.environ.get("DONKEYLABS_TCP_PORT")
-        for field, name in (("jobId", "JOB_ID"), ("name", "JOB_NAME"),
-                            ("socketPath", "SOCKET_PATH")):
+        for field, name in (
+            ("jobId", "JOB_ID"),
+            ("name", "JOB_NAME"),
+            ("socketPath", "SOCKET_PATH"),
+        ):
             value = os.environ.get(f"EXTJOB_{name}") or os.environ.get(f"DONKEYLABS_{name}")
             if not payload.get(field) and value:
                 payload[field] = value
@@ -362,8 +399,9 @@ def read_payload(broken: str | None) -> dict[str, Any]:
     if payload.get("x-error") or missing:
         if broken == "connect-on-bad-payload" and payload.get("socketPath"):
             return payload | {"jobId": payload.get("jobId") or "unknown", "data": {}}
-        sys.stderr.write(f"fixture: {payload.get('x-error') or 'missing ' + ', '.join(missing)}"
-                         " (PAY-6)\n")
+        sys.stderr.write(
+            f"fixture: {payload.get('x-error') or 'missing ' + ', '.join(missing)} (PAY-6)\n"
+        )
         sys.exit(2)
     return payload
 
@@ -382,8 +420,9 @@ def main() -> int:
     with worker.lock:  # connect (and be welcomed) before the job code runs
         worker.lock.wait_for(lambda: worker.ready)
         if broken == "heartbeat-first":
-            worker._write({"type": "heartbeat", "jobId": worker.job_id,
-                           "timestamp": time.time_ns() // 10**6})
+            worker._write(
+                {"type": "heartbeat", "jobId": worker.job_id, "timestamp": time.time_ns() // 10**6}
+            )
     worker.message("started")
     worker.started = True
     threading.Thread(target=worker.heartbeats, daemon=True).start()
