@@ -11,7 +11,7 @@ from typing import Any
 from extjob.protocol import FEATURES
 
 from .cases import select
-from .model import Timing
+from .model import CaseResult, Timing
 from .report import FORMATS, passed
 from .runner import default_jobs, run_cases
 
@@ -105,16 +105,17 @@ def run(args: argparse.Namespace) -> int:
         timing = Timing.from_env(args.heartbeat_interval)
     except ValueError as exc:
         return _usage(str(exc))
-    if args.format == "text" and sys.stderr.isatty():
+    live = args.format == "text" and sys.stderr.isatty()
 
-        def progress(result: Any) -> None:
+    def progress(result: CaseResult) -> None:
+        if live:
             print(f"  {result.verdict:<10} {result.case_id}", file=sys.stderr)
-    else:
 
-        def progress(result: Any) -> None:
-            pass
-
-    results = asyncio.run(run_cases(cases, command, args.features, timing, args.jobs, progress))
+    try:
+        results = asyncio.run(run_cases(cases, command, args.features, timing, args.jobs, progress))
+    except KeyboardInterrupt:  # the workers are killed as their cases unwind
+        print("extjob conformance: interrupted", file=sys.stderr)
+        return 130
     meta = {
         "suite": "extjob conformance",
         "command": command,
