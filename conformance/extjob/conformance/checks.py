@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from itertools import pairwise
 
-from extjob.protocol import StreamChecker
+from extjob.protocol import Message, StreamChecker
 
 from .model import Finding, fail, nonstrict
 from .run import Run
@@ -122,9 +122,9 @@ def negotiation(run: Run) -> Findings:
             )
 
 
-def _hello_fields(run: Run, hello: object) -> Findings:
+def _hello_fields(run: Run, hello: Message) -> Findings:
     assert run.worker is not None
-    body = getattr(hello, "body", {})
+    body = hello.body
     if body.get("token") != run.token:
         yield fail(
             "AUTH-2", "hello does not carry the payload's token", run.token, body.get("token")

@@ -89,11 +89,10 @@ class Worker:
     def message(self, type_: str, **fields: Any) -> None:
         if self.finished and self.broken != "after-terminal":
             return
-        now = time.time_ns() // 1_000_000
-        self.last_ts = max(self.last_ts, now)  # TIME-1
-        ts = self.last_ts // 1000 if self.broken == "seconds-timestamp" else self.last_ts
-        msg: dict[str, Any] = {"type": type_, "jobId": self.job_id, "timestamp": ts, **fields}
-        with self.lock:
+        with self.lock:  # stamped and written in one order (TIME-1, STREAM-5)
+            self.last_ts = max(self.last_ts, time.time_ns() // 1_000_000)
+            ts = self.last_ts // 1000 if self.broken == "seconds-timestamp" else self.last_ts
+            msg: dict[str, Any] = {"type": type_, "jobId": self.job_id, "timestamp": ts, **fields}
             if self.replay and type_ != "heartbeat":
                 self.seq += 1
                 msg["seq"] = self.seq
