@@ -222,7 +222,8 @@ class Worker:
                 {
                     "type": "started",
                     "jobId": self.job_id,
-                    "timestamp": max(self.last_ts, time.time_ns() // 10**6),
+                    # as old as what waited for the connection (STREAM-5)
+                    "timestamp": self.pending[0]["timestamp"] if self.pending else self.last_ts,
                 },
             )
         self._flush()
