@@ -47,6 +47,12 @@ def main() -> int:
             + "  ".join(f"{v} {n}" for v, n in sorted(counts.items())),
             flush=True,
         )
+        for r in results:
+            if r.verdict not in ("pass", "skip"):
+                why = [f"{f.requirement}: {f.message} (observed {f.observed})" for f in r.findings]
+                print(
+                    f"    {r.verdict} {r.case_id}: " + "; ".join(why or r.reason.split("\n")[-2:])
+                )
     unsteady = {case: c for case, c in verdicts.items() if len(c) > 1}
     for case, counter in unsteady.items():
         print(f"UNSTEADY {case}: {dict(counter)}")
