@@ -471,6 +471,16 @@ def drained(run: Run) -> Iterator[Finding]:
 
 def spooled(run: Run) -> Iterator[Finding]:
     """SPOOL-2: hello, then the unacknowledged sequenced messages, in a 0600 file."""
+    assert run.worker is not None
+    if not run.worker.exited:
+        yield fail(
+            "RECONNECT-3",
+            "the worker did not give up once the job code ended and the window passed",
+            f"exit about {run.case.reconnect_window_ms} ms after the job code ended",
+            "still running",
+        )
+    elif run.worker.returncode != 0:
+        yield fail("EXIT-2", "the spooled job completed: exit 0", 0, run.worker.returncode)
     path = run.spool_path
     leftovers = sorted(p.name for p in path.parent.iterdir() if p != path)
     if leftovers:
