@@ -79,19 +79,23 @@ def test_junit_report_and_exit_status_one_on_failure(
 
 
 def test_text_report_shows_requirement_expected_observed_and_transcript(
-    capsys: pytest.CaptureFixture[str], reference_worker: Worker
+    capsys: pytest.CaptureFixture[str], reference_worker: Worker, tmp_path: Path
 ) -> None:
+    junit = tmp_path / "also.xml"
     code = main(
         [
             "conformance",
             "--only",
             "core/heartbeat/busy",
+            "--junit",
+            str(junit),
             "--",
             *reference_worker("--break", "no-heartbeat"),
         ]
     )
     text = capsys.readouterr().out
     assert code == 1
+    assert ET.parse(junit).getroot().find("./testsuite/testcase/failure") is not None
     for needle in (
         "FAIL core/heartbeat/busy",
         "- HB-2 [fail]",

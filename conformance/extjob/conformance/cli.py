@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from extjob.protocol import FEATURES
@@ -51,6 +52,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", choices=sorted(FORMATS), default="text")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the report here")
+    parser.add_argument(
+        "--junit", metavar="FILE", help="also write a JUnit XML report here (for CI dashboards)"
+    )
     parser.add_argument(
         "--heartbeat-interval",
         type=int,
@@ -125,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
     }
     report = FORMATS[args.format](results, meta)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(report)
+        Path(args.output).write_text(report, encoding="utf-8")
     else:
         sys.stdout.write(report)
+    if args.junit:
+        Path(args.junit).write_text(FORMATS["junit"](results, meta), encoding="utf-8")
     return 0 if passed(results) else 1
 
 
