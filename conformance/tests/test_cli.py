@@ -81,7 +81,7 @@ def test_junit_report_and_exit_status_one_on_failure(
 def test_text_report_shows_requirement_expected_observed_and_transcript(
     capsys: pytest.CaptureFixture[str], reference_worker: Worker, tmp_path: Path
 ) -> None:
-    junit = tmp_path / "also.xml"
+    junit = tmp_path / "results" / "also.xml"  # a directory that does not exist yet
     code = main(
         [
             "conformance",

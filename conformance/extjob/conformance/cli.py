@@ -128,13 +128,21 @@ def run(args: argparse.Namespace) -> int:
         "heartbeatIntervalMs": timing.interval_ms,
     }
     report = FORMATS[args.format](results, meta)
-    if args.output:
-        Path(args.output).write_text(report, encoding="utf-8")
-    else:
-        sys.stdout.write(report)
-    if args.junit:
-        Path(args.junit).write_text(FORMATS["junit"](results, meta), encoding="utf-8")
+    try:
+        if args.output:
+            _write(args.output, report)
+        else:
+            sys.stdout.write(report)
+        if args.junit:
+            _write(args.junit, FORMATS["junit"](results, meta))
+    except OSError as exc:
+        return _usage(f"cannot write the report: {exc}")
     return 0 if passed(results) else 1
+
+
+def _write(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def _usage(message: str) -> int:
