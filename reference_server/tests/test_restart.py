@@ -164,3 +164,34 @@ async def _dead(pid):
             return f.read().rsplit(") ", 1)[1][0] in "ZX"
     except FileNotFoundError:
         return True
+
+
+def test_a_crash_between_spawn_and_recording_the_pid_is_survived(run_servers):
+    """The worker is found by its environment (ENV-1) and re-adopted; a job whose
+    worker never started is queued again without counting an attempt."""
+
+    async def body(start):
+        first = define(await start())
+        spawned = await first.enqueue("fx", {"scenario": "logs", "count": 20, "intervalMs": 25})
+        await wait_logs(first, spawned, 2)
+        await first.stop()
+        with sqlite3.connect(first.config.database) as db:
+            db.execute("UPDATE jobs SET pid = 0, pid_start = 0 WHERE id = ?", (spawned,))
+            # A claim whose worker was never spawned: running, pid 0, no process.
+            db.execute(
+                "INSERT INTO jobs (id, name, data, status, attempt, max_attempts, run_at, "
+                "created_at, owner, pid, token, socket_path, spool_path, out_path, err_path) "
+                "VALUES ('j_unspawned', 'fx', '{}', 'running', 1, 1, 0, 0, ?, 0, 'tttttttttttttttt',"
+                " ?, ?, ?, ?)",
+                (first.config.server_id, *(f"{first.config.spool_dir}/j_unspawned.1.{x}"
+                                           for x in ("sock", "spool", "out", "err"))),
+            )
+        second = define(await start())
+        job = await wait_finished(second, spawned)
+        assert (job.status, job.result, job.attempt) == ("completed", {"count": 20}, 1)
+        lines = [e.message for e in await second.logs(spawned) if e.source == "worker"]
+        assert lines == [f"line {i}" for i in range(1, 21)]
+        job = await wait_finished(second, "j_unspawned")
+        assert (job.status, job.result, job.attempt) == ("completed", {"ok": True}, 1)
+
+    run_servers(body)

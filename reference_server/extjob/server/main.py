@@ -17,15 +17,18 @@ import sys
 from .config import load_config
 from .server import JobServer
 
+log = logging.getLogger("extjob.server")
+
 
 async def serve(config_path: str | os.PathLike[str], drain: bool = False) -> None:
     server = JobServer(load_config(config_path))
-    await server.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
+        await server.start()
+        log.info("extjob server started: %d running jobs, pid %d", len(server.runs), os.getpid())
         await stopping.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

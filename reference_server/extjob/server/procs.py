@@ -55,14 +55,15 @@ def spawn(
 
     Standard input is a file holding the payload (PAY-1: the worker reads it to
     end of file), unlinked once the child has it open, so the token never
-    stays on disk. Standard output and error are files that outlive this
-    server (SRV-7). Raises OSError when the command cannot be started.
+    stays on disk and the whole payload is there before the worker runs.
+    Standard output and error are files that outlive this server (SRV-7).
+    Raises OSError when the command cannot be started.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     with contextlib.ExitStack() as stack:
+        stack.callback(_unlink, stdin_path)
         stdin = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
         stack.callback(os.close, stdin)
-        stack.callback(os.unlink, stdin_path)
         out = os.open(out_path, flags, 0o600)
         stack.callback(os.close, out)
         err = os.open(err_path, flags, 0o600)
@@ -77,6 +78,38 @@ def spawn(
             process_group=0,
             close_fds=True,
         )
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def find_worker(job_id: str) -> int | None:
+    """The live worker of ``job_id`` that nobody recorded, by its environment (ENV-1).
+
+    Used only after a crash that fell between spawning a worker and storing
+    its PID: the worker leads its process group (SRV-8) and carries
+    ``EXTJOB_JOB_ID`` in its environment.
+    """
+    marker = f"EXTJOB_JOB_ID={job_id}\0".encode()
+    own_group = os.getpgid(0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read() + b"\0"
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        leader = int(fields[2]) == pid != own_group  # field 5, pgrp
+        if leader and fields[0] not in (b"Z", b"X") and marker in environ:
+            return pid
+    return None
 
 
 class ExitWatcher:
@@ -120,6 +153,8 @@ class ExitWatcher:
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:
     """Signal a process group; False if none of it remains."""
+    if pgid <= 0:
+        return False  # killpg(0) would signal the server's own group
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:

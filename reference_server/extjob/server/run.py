@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -35,7 +36,7 @@ from .config import JobDefinition
 from .connection import WorkerConnection
 from .models import now_ms
 from .output import OutputTail
-from .procs import ExitWatcher, group_alive, signal_group
+from .procs import ExitWatcher, group_alive, signal_group, start_time
 from .store import AttemptRecord, Batch, NewLog
 
 if TYPE_CHECKING:
@@ -125,8 +126,15 @@ class Run:
         )
         os.chmod(self.rec.socket_path, 0o600)
 
-    def watch(self, child: subprocess.Popen[bytes] | None) -> None:
+    def watch(self, child: subprocess.Popen[bytes] | None = None) -> None:
         self.watcher = ExitWatcher(self.rec.pid, self._on_exit, child)
+
+    def adopt(self, pid: int, child: subprocess.Popen[bytes] | None = None) -> None:
+        """Record the worker's identity (PID and start time) and watch for its exit."""
+        started = start_time(pid) or 0
+        self.rec = dataclasses.replace(self.rec, pid=pid, pid_start=started)
+        self.server.store.record_pid(self.job_id, pid, started)
+        self.watch(child)
 
     def start_deadlines(self) -> None:
         if self.terminal is not None:

@@ -11,8 +11,8 @@ failed as lost).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import dataclasses
 import datetime
 import json
 import logging
@@ -33,7 +33,7 @@ from extjob.protocol import (
 from .config import JobDefinition, ServerConfig
 from .events import EventBus
 from .models import Job, LogEntry, Metrics, now_ms
-from .procs import describe_status, is_same_process, spawn, start_time
+from .procs import describe_status, find_worker, is_same_process, spawn
 from .run import Run
 from .store import AttemptRecord, SQLiteStore, Store
 
@@ -231,7 +231,14 @@ class JobServer:
     def on_exit(self, run: Run, status: int | None, lost: bool = False) -> None:
         """EXIT-1, after the connection and the spool file were read."""
         if run.terminal is None and not run.finalized:
-            if run.fail_reason is not None:
+            if lost:
+                reason = run.fail_reason or (
+                    "worker gone after a server restart: no terminal message, exit status unknown"
+                )
+                self.metrics.lost += 1
+                self.emit("job.lost", run, {"reason": reason})
+                self._finalize(run, "failed", error=reason)
+            elif run.fail_reason is not None:
                 self._finalize(run, "failed", error=run.fail_reason)
             elif run.cancel_reason == "requested":
                 self._finalize(run, "cancelled")
@@ -239,16 +246,11 @@ class JobServer:
                 run.note("warn", "exited 0 without a terminal message")
                 self._finalize(run, "completed")
             elif status is None:
-                reason = (
-                    "worker gone after a server restart: no terminal message, exit status unknown"
-                    if lost
-                    else "worker exited without a terminal message; exit status unknown "
-                    "(re-adopted after a server restart, not a child of this server)"
+                self._finalize(
+                    run, "failed",
+                    error="worker exited without a terminal message; exit status unknown "
+                    "(re-adopted after a server restart, not a child of this server)",
                 )
-                if lost:
-                    self.metrics.lost += 1
-                    self.emit("job.lost", run, {"reason": reason})
-                self._finalize(run, "failed", error=reason)
             else:
                 self._finalize(run, "failed", error=describe_status(status))
         elif run.terminal is not None and run.terminal["type"] == "completed" and status:
@@ -311,11 +313,11 @@ class JobServer:
             wait = poll
             try:
                 while not self._draining and len(self.runs) < self.config.concurrency:
-                    limits = {name: d.concurrency for name, d in self.jobs.items()}
-                    job = self.store.claim(self.config.server_id, now_ms(), limits)
-                    if job is None:
+                    claimed = self.store.claim(self.config.server_id, now_ms(), self._limits(),
+                                               self._prepare)
+                    if claimed is None:
                         break
-                    await self._spawn(job)
+                    await self._spawn(*claimed)
                 due = self.store.next_run_at(list(self.jobs))
                 if due is not None:
                     wait = min(wait, max(0.005, (due - now_ms()) / 1000))
@@ -330,23 +332,37 @@ class JobServer:
             await self._wake.wait()
             timer.cancel()
 
-    async def _spawn(self, job: Job) -> None:
-        definition = self.jobs[job.name]
-        loop = asyncio.get_running_loop()
+    def _limits(self) -> dict[str, int]:
+        """Per-name limits for a claim (0: none). A finished job whose worker has
+        not exited yet still holds its slot, though the store no longer counts it."""
+        lingering = collections.Counter(r.name for r in self.runs.values() if r.finalized)
+        limits = {}
+        for name, definition in self.jobs.items():
+            if not definition.concurrency:
+                limits[name] = 0
+            elif definition.concurrency > lingering[name]:
+                limits[name] = definition.concurrency - lingering[name]
+        return limits
+
+    def _prepare(self, job: Job) -> AttemptRecord:
+        """The new attempt's token and paths (stored with the claim)."""
         stem = f"{job.id}.{job.attempt}"
-        spool = self.config.spool_dir
-        rec = AttemptRecord(
+        spool = os.path.abspath(self.config.spool_dir)
+        return AttemptRecord(
             job_id=job.id, name=job.name, attempt=job.attempt, pid=0, pid_start=0,
             token=secrets.token_urlsafe(32),  # AUTH-1: 256 bits, fresh per attempt
             socket_path=os.path.join(os.path.abspath(self.config.socket_dir), f"{stem}.sock"),
-            spool_path=os.path.join(os.path.abspath(spool), f"{stem}.spool"),
+            spool_path=os.path.join(spool, f"{stem}.spool"),
             out_path=os.path.join(spool, f"{stem}.out"),
             err_path=os.path.join(spool, f"{stem}.err"),
-            spawned_at=loop.time(), max_attempts=job.max_attempts,
+            spawned_at=asyncio.get_running_loop().time(), max_attempts=job.max_attempts,
         )
+
+    async def _spawn(self, job: Job, rec: AttemptRecord) -> None:
+        definition = self.jobs[job.name]
         run = Run(self, definition, rec, adopted=False)
         self.runs[job.id] = run
-        payload_path = os.path.join(spool, f"{stem}.payload")
+        payload_path = _payload_path(rec)
         try:
             await run.listen()
             _write_private(payload_path, json.dumps(self._payload(job, rec, definition)) + "\n")
@@ -356,16 +372,12 @@ class JobServer:
                 out_path=rec.out_path, err_path=rec.err_path,
             )
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(payload_path)
             run.exited = True
             self._finalize(run, "failed", error=f"spawn failed: {exc}", retryable=False)
             self.on_exit(run, None)
             return
-        run.rec = rec = dataclasses.replace(rec, pid=child.pid, pid_start=start_time(child.pid) or 0)
-        self.store.start_attempt(rec)
         self.metrics.spawned += 1
-        run.watch(child)
+        run.adopt(child.pid, child)
         run.start_deadlines()
 
     def _payload(self, job: Job, rec: AttemptRecord, definition: JobDefinition) -> dict[str, Any]:
@@ -421,14 +433,29 @@ class JobServer:
             definition = self.jobs.get(rec.name) or JobDefinition(name=rec.name, command="?")
             run = Run(self, definition, rec, adopted=True)
             self.runs[rec.job_id] = run
-            if rec.pid:
-                await run.listen()  # every socket first, then decide who is lost
+            await run.listen()  # every socket first, then decide who is lost
             runs.append(run)
         for run in runs:
             rec = run.rec
-            if rec.pid and is_same_process(rec.pid, rec.pid_start):
+            if not rec.pid:
+                # The previous server died between claiming and recording a PID.
+                pid = find_worker(rec.job_id)
+                if pid is not None:
+                    log.info("job %s: found unrecorded worker pid %d", rec.job_id, pid)
+                    run.adopt(pid)
+                    run.start_deadlines()
+                    continue
+                if not os.path.exists(rec.spool_path):
+                    log.info("job %s: claimed but never started; queued again", rec.job_id)
+                    run.close()
+                    del self.runs[rec.job_id]
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(_payload_path(rec))
+                    self.store.unclaim(rec.job_id)
+                    continue
+            elif is_same_process(rec.pid, rec.pid_start):
                 log.info("job %s: re-adopted worker pid %d", rec.job_id, rec.pid)
-                run.watch(None)
+                run.watch()
                 run.start_deadlines()
                 if run.terminal is not None:
                     self.on_terminal(run)  # recorded, but the server died before the outcome
@@ -440,6 +467,10 @@ class JobServer:
             if run.terminal is not None and not run.finalized:
                 self.on_terminal(run)
             self.on_exit(run, None, lost=True)
+
+
+def _payload_path(rec: AttemptRecord) -> str:
+    return rec.out_path[: -len(".out")] + ".payload"
 
 
 def _write_private(path: str, text: str) -> None:

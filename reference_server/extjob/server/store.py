@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .models import STATUSES, Job, LogEntry, LogSource
@@ -80,6 +80,10 @@ class Batch:
         )
 
 
+# Makes the attempt record of a claimed job (token, paths), inside the claim's transaction.
+Prepare = Callable[[Job], AttemptRecord]
+
+
 class Store(Protocol):
     """The persistence interface of the server."""
 
@@ -89,10 +93,11 @@ class Store(Protocol):
     def counts(self) -> dict[str, int]: ...
     def logs(self, job_id: str, after: int, limit: int) -> list[LogEntry]: ...
     def claim(
-        self, owner: str, now: int, limits: Mapping[str, int], exclude: Sequence[str] = ()
-    ) -> Job | None: ...
+        self, owner: str, now: int, limits: Mapping[str, int], prepare: Prepare
+    ) -> tuple[Job, AttemptRecord] | None: ...
     def next_run_at(self, names: Sequence[str]) -> int | None: ...
-    def start_attempt(self, rec: AttemptRecord) -> None: ...
+    def record_pid(self, job_id: str, pid: int, pid_start: int) -> None: ...
+    def unclaim(self, job_id: str) -> None: ...
     def record(self, job_id: str, first_index: int, batch: Batch) -> None: ...
     def finish(
         self,
@@ -268,14 +273,17 @@ class SQLiteStore:
         return [LogEntry(job_id, r[0], r[1], r[2], r[3], _load(r[4]), r[5]) for r in rows]
 
     def claim(
-        self, owner: str, now: int, limits: Mapping[str, int], exclude: Sequence[str] = ()
-    ) -> Job | None:
+        self, owner: str, now: int, limits: Mapping[str, int], prepare: Prepare
+    ) -> tuple[Job, AttemptRecord] | None:
         """Take the next due job whose name is in ``limits`` and under its limit (0: none).
 
         BEGIN IMMEDIATE holds SQLite's write lock from the first read, so two
-        servers on one file can never claim the same job.
+        servers on one file can never claim the same job. The attempt's token
+        and paths are stored in the same transaction, so that a restarted
+        server knows them whenever the job is running (its worker may have
+        been spawned just before a crash).
         """
-        names = [n for n in limits if n not in exclude]
+        names = list(limits)
         if not names:
             return None
         marks = ",".join("?" * len(names))
@@ -300,12 +308,20 @@ class SQLiteStore:
                 return None
             self._db.execute(
                 "UPDATE jobs SET status = 'running', owner = ?, attempt = attempt + 1, "
-                "started_at = coalesce(started_at, ?), pid = NULL, pid_start = NULL, token = NULL, "
-                "out_offset = 0, err_offset = 0, last_seq = 0, cancel_requested = 0, "
-                "terminal = NULL, spawned_at = NULL WHERE id = ?",
+                "started_at = coalesce(started_at, ?), out_offset = 0, err_offset = 0, "
+                "last_seq = 0, cancel_requested = 0, terminal = NULL WHERE id = ?",
                 (owner, now, row[0]),
             )
-            return self.get(row[0])
+            job = self.get(row[0])
+            assert job is not None
+            rec = prepare(job)
+            self._db.execute(
+                "UPDATE jobs SET pid = 0, pid_start = 0, token = ?, socket_path = ?, "
+                "spool_path = ?, out_path = ?, err_path = ?, spawned_at = ? WHERE id = ?",
+                (rec.token, rec.socket_path, rec.spool_path, rec.out_path, rec.err_path,
+                 rec.spawned_at, rec.job_id),
+            )
+            return job, rec
 
     def next_run_at(self, names: Sequence[str]) -> int | None:
         if not names:
@@ -316,13 +332,19 @@ class SQLiteStore:
         ).fetchone()
         return row[0]
 
-    def start_attempt(self, rec: AttemptRecord) -> None:
+    def record_pid(self, job_id: str, pid: int, pid_start: int) -> None:
         with self._tx():
             self._db.execute(
-                "UPDATE jobs SET pid = ?, pid_start = ?, token = ?, socket_path = ?, spool_path = ?, "
-                "out_path = ?, err_path = ?, spawned_at = ? WHERE id = ?",
-                (rec.pid, rec.pid_start, rec.token, rec.socket_path, rec.spool_path, rec.out_path,
-                 rec.err_path, rec.spawned_at, rec.job_id),
+                "UPDATE jobs SET pid = ?, pid_start = ? WHERE id = ?", (pid, pid_start, job_id)
+            )
+
+    def unclaim(self, job_id: str) -> None:
+        """Undo a claim whose worker never got its payload: pending again, attempt not counted."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE jobs SET status = 'pending', attempt = attempt - 1, owner = NULL, "
+                "token = NULL WHERE id = ? AND status = 'running' AND pid = 0",
+                (job_id,),
             )
 
     def record(self, job_id: str, first_index: int, batch: Batch) -> None:
