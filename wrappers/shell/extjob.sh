@@ -646,6 +646,7 @@ _extjob_start_agent() {
   mkfifo -m 600 "${_extjob_dir}/wake" "${_extjob_dir}/done" || return 1
   : >"${_extjob_dir}/queue" || return 1
   _extjob_done=''
+  _extjob_bodies=0
   _extjob_cancel_handler=''
   _extjob_cancel_called=''
   exec {_extjob_fd}>>"${_extjob_dir}/queue"
@@ -666,18 +667,23 @@ _extjob_start_agent() {
 }
 
 # Hands a message to the agent (LIMIT-1: never one the server would refuse).
+# A large body goes in a file of its own, which the agent never reads.
 _extjob_send() {
-  local type=$1 body=$2 size
+  local type=$1 body=$2 size file
   [[ -z ${_extjob_done} ]] || return 0 # LIFE-4: nothing after the terminal
-  if ((${#body} > 65000)); then
-    _extjob_line_size "${type}" "${body}"
-    size=${_extjob_size}
-    if ((size > _extjob_max_line)); then
-      _extjob_err "${type} message of ${size} bytes is larger than maxLineBytes ${_extjob_max_line} (LIMIT-1)"
-      return 2
-    fi
+  if ((${#body} <= 65000)); then
+    _extjob_post M "${type} ${body}"
+    return 0
   fi
-  _extjob_post M "${type} ${body}"
+  _extjob_line_size "${type}" "${body}"
+  size=${_extjob_size}
+  if ((size > _extjob_max_line)); then
+    _extjob_err "${type} message of ${size} bytes is larger than maxLineBytes ${_extjob_max_line} (LIMIT-1)"
+    return 2
+  fi
+  file=${_extjob_dir}/body.$((++_extjob_bodies))
+  printf '%s' "${body}" >"${file}"
+  _extjob_post B "${type} ${size} ${file}"
 }
 
 # Appends one line to the agent's queue and wakes it up.
@@ -756,10 +762,12 @@ _extjob_cancel_signal() {
 
 # ------------------------------------------------ private: connection agent
 
-# The agent's state lives in its own process (names _a_*). Outbox: _a_ob[id]
-# is a message kept until acknowledged (replay) or written (without replay).
-# With replay it is the whole line, stamped when queued, so that a replay is
-# identical (REPLAY-4) and id is its seq; without, it is the body, stamped
+# The agent's state lives in its own process (names _a_*). The outbox keeps
+# each message until it is acknowledged (replay) or written (without): its
+# type, its body (the fields after the envelope; a large one stays in a file
+# and goes out through cat, as bash copies long strings slowly), its size
+# and, with replay, its head (the envelope with seq), stamped when queued so
+# that a replay is identical (REPLAY-4). Without replay the head is stamped
 # when written, so that timestamps never decrease on the wire (TIME-1).
 #
 # Inputs: the job shell appends its messages to the file `queue` and wakes
@@ -781,11 +789,11 @@ _extjob_agent() {
   : >"${_extjob_dir}/server"
   exec {_a_srv}<"${_extjob_dir}/server"
   exec {_a_done}>"${_extjob_dir}/done"
-  local -a _a_ob=() _a_type=()
+  local -a _a_ob=() _a_type=() _a_head=() _a_file=() _a_size=()
   local _a_id=0 _a_first=1 _a_sent=0 _a_bytes=0 _a_count=0 _a_dropped=0
   local _a_conn=0 _a_state=down _a_sock='' _a_pid='' _a_retry_at=0 _a_backoff=100
-  local _a_hb=${_extjob_hb} _a_hb_at=0 _a_ack_at=0 _a_term=0 _a_last_progress=0
-  local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb=''
+  local _a_hb=${_extjob_hb} _a_hb_at=0 _a_answer_at=0 _a_last_progress=0
+  local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb='' _a_failed=''
   local _a_replay='' _a_ext='' _a_now=0 _a_ts=0 _a_last_ts=0 _a_line _a_t _a_down_since
   [[ ${_extjob_features} == *' auth '* ]] && _a_ext=1
   [[ ${_extjob_features} == *' replay '* ]] && _a_replay=1
@@ -829,7 +837,7 @@ _extjob_a_wait_time() {
     next=${_a_retry_at}
   fi
   ((_a_hb_at && _a_hb_at < next)) && next=${_a_hb_at}
-  ((_a_ack_at && _a_ack_at < next)) && next=${_a_ack_at}
+  ((_a_answer_at && _a_answer_at < next)) && next=${_a_answer_at}
   if [[ -n ${_a_ended} && ${_a_state} != up ]] && ((_a_down_since + _extjob_window < next)); then
     next=$((_a_down_since + _extjob_window))
   fi
@@ -843,8 +851,14 @@ _extjob_a_timers() {
   if [[ ${_a_state} == down && -z ${_a_refused} ]] && ((_a_now >= _a_retry_at)); then
     _extjob_a_connect
   fi
-  if ((_a_ack_at && _a_now >= _a_ack_at)); then
-    _extjob_a_lost # REPLAY-3 (or AUTH-2's welcome): no answer in time
+  # REPLAY-3: once the job has ended, what is outstanding must be
+  # acknowledged in time (and AUTH-2's welcome must come), else the
+  # connection counts as failed.
+  if [[ ${_a_state} == up && -n ${_a_ended} && -n ${_a_replay} ]] && ((_a_count && !_a_answer_at)); then
+    ((_a_answer_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000)))
+  fi
+  if ((_a_answer_at && _a_now >= _a_answer_at)); then
+    _extjob_a_lost timeout
   fi
   # HB-2: from `started` to the terminal message, whatever the job does.
   if [[ ${_a_state} == up && -n ${_a_started} && -z ${_a_ended} ]]; then
@@ -893,8 +907,7 @@ _extjob_a_give_up() {
       printf '%s\n' "${hello}"
       for ((i = _a_first; i <= _a_id; i++)); do
         [[ -n ${_a_ob[i]+x} ]] || continue
-        _extjob_a_render "${i}"
-        printf '%s\n' "${_a_line}"
+        _extjob_a_emit "${i}"
       done
     } >"${tmp}"
   ) && sync "${tmp}" 2>/dev/null && mv -f "${tmp}" "${_extjob_spool_path}"; then
@@ -928,11 +941,15 @@ _extjob_a_drain() {
 # Handles one line: a message from the job shell, or an event from a
 # connection's reader (events of an earlier connection are ignored).
 _extjob_a_event() {
-  local line=$1 kind rest conn
+  local line=$1 kind rest conn type size file
   kind=${line%% *}
   rest=${line#* }
   case ${kind} in
     M) _extjob_a_enqueue "${rest%% *}" "${rest#* }" ;;
+    B) # type size file
+      read -r type size file <<<"${rest}"
+      _extjob_a_enqueue "${type}" '' "${file}" "${size}"
+      ;;
     X) [[ -n ${_a_ended} ]] || _a_ended='exit' ;;
     H) _a_cancel_cb=1 ;;
     C | E | W | A | K | R)
@@ -958,32 +975,33 @@ _extjob_a_event() {
   esac
 }
 
-# Numbers, stamps and queues a message, then sends what can be sent.
+# Numbers, stamps and queues a message (BODY, or the body in FILE of SIZE
+# bytes), then sends what can be sent.
 _extjob_a_enqueue() {
-  local type=$1 body=$2 line
+  local type=$1 body=$2 file=${3:-} size=${4:-${#2}}
   [[ -z ${_a_ended} ]] || return 0 # LIFE-4
   _extjob_now
-  if [[ ${type} == progress && ${_a_state} == down ]] && ((_a_last_progress > _a_sent)); then
-    _extjob_a_remove "${_a_last_progress}" # REPLAY-6: coalesce after a failure
+  # REPLAY-6: coalesce while away, once a connection has failed (not while
+  # the first one is being set up).
+  if [[ ${type} == progress && ${_a_state} != up && -n ${_a_failed} ]] \
+    && ((_a_last_progress > _a_sent)); then
+    _extjob_a_remove "${_a_last_progress}"
   fi
   ((++_a_id))
   _a_type[_a_id]=${type}
+  _a_ob[_a_id]=${body}
+  _a_file[_a_id]=${file}
+  _a_size[_a_id]=${size}
+  _a_head[_a_id]=''
   if [[ -n ${_a_replay} ]]; then
-    _a_ob[_a_id]=${body}
-    _extjob_a_render "${_a_id}"
-    line=${_a_line}
-  else
-    line=${body}
+    _extjob_a_stamp
+    _a_head[_a_id]="{\"type\":\"${type}\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts},\"seq\":${_a_id}"
   fi
-  _a_ob[_a_id]=${line}
-  ((++_a_count, _a_bytes += ${#line}))
+  ((++_a_count, _a_bytes += size))
   case ${type} in
     started) _a_started=1 ;;
     progress) _a_last_progress=${_a_id} ;;
-    completed | failed)
-      _a_ended=${type}
-      _a_term=${_a_id}
-      ;;
+    completed | failed) _a_ended=${type} ;;
   esac
   if ((_a_count > 10000 || _a_bytes > 16777216)); then
     _extjob_a_trim
@@ -991,26 +1009,25 @@ _extjob_a_enqueue() {
   _extjob_a_flush
 }
 
-# Sets _a_line to the line of queued message ID. (A stored line starts with
-# "{"; a body never does.)
-_extjob_a_render() {
-  local id=$1
-  if [[ -n ${_a_replay} && ${_a_ob[id]} == '{'* ]]; then
-    _a_line=${_a_ob[id]}
-    return 0
+# Writes queued message ID as one line on stdout.
+_extjob_a_emit() {
+  local id=$1 head=${_a_head[$1]}
+  if [[ -z ${head} ]]; then
+    _extjob_a_stamp
+    head="{\"type\":\"${_a_type[id]}\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}"
   fi
-  _extjob_a_stamp
-  _a_line="{\"type\":\"${_a_type[id]}\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}"
-  [[ -n ${_a_replay} ]] && _a_line+=",\"seq\":${id}"
-  [[ -n ${_a_ob[id]} ]] && _a_line+=",${_a_ob[id]}"
-  _a_line+='}'
+  if [[ -n ${_a_file[id]} ]]; then
+    printf '%s,' "${head}" && cat "${_a_file[id]}" && printf '}\n'
+  else
+    printf '%s%s}\n' "${head}" "${_a_ob[id]:+,${_a_ob[id]}}"
+  fi
 }
 
 _extjob_a_remove() {
   local id=$1
   [[ -n ${_a_ob[id]+x} ]] || return 0
-  ((--_a_count, _a_bytes -= ${#_a_ob[id]}))
-  unset '_a_ob[id]' '_a_type[id]'
+  ((--_a_count, _a_bytes -= _a_size[id]))
+  unset '_a_ob[id]' '_a_type[id]' '_a_head[id]' '_a_file[id]' '_a_size[id]'
 }
 
 # REPLAY-6: the buffer is full. Drop the oldest logs (never started,
@@ -1034,12 +1051,11 @@ _extjob_a_flush() {
   local i
   for ((i = _a_sent + 1; i <= _a_id; i++)); do
     if [[ -n ${_a_ob[i]+x} ]]; then
-      _extjob_a_render "${i}"
-      _extjob_a_write "${_a_line}" || return 0
-      [[ -n ${_a_replay} ]] || _extjob_a_remove "${i}"
-      if ((i == _a_term)) && [[ -n ${_a_replay} ]]; then
-        ((_a_ack_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000))) # REPLAY-3
+      if ! _extjob_a_emit "${i}" 2>/dev/null 1>&"${_a_sock}"; then
+        _extjob_a_lost # RECONNECT-2
+        return 0
       fi
+      [[ -n ${_a_replay} ]] || _extjob_a_remove "${i}"
     fi
     _a_sent=${i}
   done
@@ -1059,7 +1075,7 @@ _extjob_a_connect() {
   _a_state=connecting
   if [[ ${_extjob_socket} == tcp://* ]]; then
     if exec {_a_sock}<>"/dev/tcp/${_extjob_host}/${_extjob_port}"; then
-      _extjob_reader "${_a_conn}" <&"${_a_sock}" >>"${_extjob_dir}/server" &
+      _extjob_tcp_reader "${_a_conn}" <&"${_a_sock}" >>"${_extjob_dir}/server" &
       _a_pid=$!
       _extjob_a_connected
     else
@@ -1067,9 +1083,9 @@ _extjob_a_connect() {
       _extjob_a_lost
     fi 2>/dev/null
   else
-    # socat's notice "starting data transfer" tells the reader it connected.
     exec {_a_sock}> >(exec socat -d -d -t 0.05 STDIO "UNIX-CONNECT:${_extjob_socket}" \
-      > >(_extjob_reader "${_a_conn}" >>"${_extjob_dir}/server") 2>&1)
+      > >(_extjob_reader "${_a_conn}" >>"${_extjob_dir}/server") \
+      2> >(_extjob_socat_notices "${_a_conn}" >>"${_extjob_dir}/server"))
     _a_pid=$!
   fi
 }
@@ -1084,7 +1100,7 @@ _extjob_a_connected() {
     _a_state=hello
     _extjob_a_hello
     _extjob_a_write "${_a_line}" || return 0
-    ((_a_ack_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000)))
+    ((_a_answer_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000)))
     return 0
   fi
   _a_state=up
@@ -1103,7 +1119,7 @@ _extjob_a_welcome() {
   _extjob_now
   _a_state=up
   _a_backoff=100
-  _a_ack_at=0
+  _a_answer_at=0
   ((hb >= 10)) && _a_hb=${hb}
   _extjob_a_ack "${last_seq}"
   # REPLAY-4: resend what lastSeq does not cover, in order, before anything new.
@@ -1119,8 +1135,10 @@ _extjob_a_ack() {
   for ((i = _a_first; i <= seq; i++)); do
     _extjob_a_remove "${i}"
   done
-  ((seq >= _a_first)) && _a_first=$((seq + 1))
-  ((_a_term && seq >= _a_term)) && _a_ack_at=0
+  if ((seq >= _a_first)); then
+    _a_first=$((seq + 1))
+    _a_answer_at=0 # progress: the next deadline counts from now
+  fi
   return 0
 }
 
@@ -1134,12 +1152,15 @@ _extjob_a_cancel() {
 }
 
 # The connection failed or closed: drop it, retry later (RECONNECT-1).
+# After a `timeout` (no answer in time) it never really was up: the time
+# counted towards the reconnect window (RECONNECT-3) goes on.
 _extjob_a_lost() {
   _extjob_a_disconnect
   _extjob_now
-  [[ ${_a_state} == up ]] && _a_down_since=${_a_now}
+  [[ ${_a_state} == up && ${1:-} != timeout ]] && _a_down_since=${_a_now}
   _a_state=down
-  _a_ack_at=0
+  _a_failed=1
+  _a_answer_at=0
   _a_retry_at=$((_a_now + _a_backoff + RANDOM % (_a_backoff / 5 + 1)))
   _a_backoff=$((_a_backoff * 2 > 2000 ? 2000 : _a_backoff * 2))
 }
@@ -1152,56 +1173,54 @@ _extjob_a_disconnect() {
     _a_sock=''
   fi
   if [[ -n ${_a_pid} ]]; then
-    if [[ ${_extjob_socket} == tcp://* || $1 != graceful ]]; then
-      kill -KILL "${_a_pid}" 2>/dev/null
+    if [[ ${_extjob_socket} == tcp://* ]]; then
+      kill -TERM "${_a_pid}" 2>/dev/null # the reader; it stops its jq
+    elif [[ ${1:-} != graceful ]]; then
+      kill -KILL "${_a_pid}" 2>/dev/null # socat; its reader then sees EOF
     fi
     wait "${_a_pid}" 2>/dev/null
     _a_pid=''
   fi
 }
 
-# Per connection: reads the server's lines and passes what the agent needs
-# as short events (CTRL-6: unknown types and fields are ignored, and the
-# socket is always read). Server messages are flat objects, so the few
-# fields are matched rather than parsed, which keeps a process per line away.
-_extjob_reader() {
-  local conn=$1 line n m
-  local re_type='"type"[[:space:]]*:[[:space:]]*"([a-z_-]*)"'
-  while IFS= read -r line || [[ -n ${line} ]]; do
-    if [[ ${line} == *' socat['*'] N starting data transfer loop'* ]]; then
-      printf 'C %s\n' "${conn}"
-      continue
-    fi
-    [[ ${line} =~ ^[[:space:]]*\{ && ${line} =~ ${re_type} ]] || continue
-    case ${BASH_REMATCH[1]} in
-      welcome)
-        _extjob_int_field lastSeq "${line}"
-        m=${_extjob_int}
-        _extjob_int_field heartbeatIntervalMs "${line}"
-        printf 'W %s %s %s\n' "${conn}" "${m}" "${_extjob_int}"
-        ;;
-      ack)
-        _extjob_int_field seq "${line}"
-        printf 'A %s %s\n' "${conn}" "${_extjob_int}"
-        ;;
-      cancel)
-        n=requested
-        [[ ${line} =~ \"reason\"[[:space:]]*:[[:space:]]*\"([A-Za-z0-9_-]+)\" ]] && n=${BASH_REMATCH[1]}
-        printf 'K %s %s\n' "${conn}" "${n}"
-        ;;
-      error)
-        [[ ${line} =~ \"code\"[[:space:]]*:[[:space:]]*\"([a-z_]+)\" ]] \
-          && printf 'R %s %s\n' "${conn}" "${BASH_REMATCH[1]}"
-        ;;
-    esac
-  done
-  printf 'E %s\n' "${conn}"
+# Per connection: turns the server's lines (stdin) into the agent's short
+# events (stdout). One jq for the whole connection parses them (CTRL-6:
+# unknown types, unknown fields and broken lines are skipped; LIMIT-3: long
+# lines are read in jq's time, not bash's). It execs: run it in a subshell.
+_extjob_decode() {
+  # shellcheck disable=SC2016 # $conn is jq's
+  exec jq -R --unbuffered -r --arg conn "$1" '
+    def word: if type == "string" and test("^[A-Za-z0-9_-]{1,64}$") then . else null end;
+    def count: if type == "number" and . >= 0 then floor else 0 end;
+    fromjson? | objects
+    | if .type == "ack" then "A \($conn) \(.seq | count)"
+      elif .type == "welcome"
+      then "W \($conn) \(.lastSeq | count) \(.heartbeatIntervalMs | count)"
+      elif .type == "cancel" then "K \($conn) \(.reason | word // "requested")"
+      elif .type == "error" then "R \($conn) \(.code | word // "unknown")"
+      else empty end' 2>/dev/null
 }
 
-# Sets _extjob_int to the integer field NAME of LINE, or 0.
-_extjob_int_field() {
-  _extjob_int=0
-  if [[ $2 =~ \"$1\"[[:space:]]*:[[:space:]]*([0-9]{1,15}) ]]; then
-    _extjob_int=$((10#${BASH_REMATCH[1]}))
-  fi
+# The Unix connection's reader: events until socat closes, then E.
+_extjob_reader() {
+  (_extjob_decode "$1")
+  printf 'E %s\n' "$1"
+}
+
+# The TCP connection's reader: events until EOF, then E; SIGTERM stops it.
+_extjob_tcp_reader() {
+  local decoder
+  trap 'kill "${decoder}" 2>/dev/null' TERM
+  _extjob_decode "$1" <&0 &
+  decoder=$!
+  wait "${decoder}"
+  printf 'E %s\n' "$1"
+}
+
+# socat -d -d says when it has connected; that is the C event.
+_extjob_socat_notices() {
+  local line
+  while IFS= read -r line; do
+    [[ ${line} == *' starting data transfer loop'* ]] && printf 'C %s\n' "$1"
+  done
 }
