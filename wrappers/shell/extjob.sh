@@ -19,14 +19,15 @@
 # reconnects with backoff, RECONNECT-1), says hello and waits for welcome
 # (AUTH-2), numbers messages and keeps them until acknowledged (REPLAY-*),
 # heartbeats while the job code is busy or blocked (HB-2), surfaces cancel
-# (CANCEL-3) and spools an undeliverable result (SPOOL-2). The public
-# functions only format JSON in pure bash (no process per message; jq only
-# for texts over 8 KiB, JSON arguments over 4 KiB and text that is not valid
-# UTF-8) and append each message to a queue file in a private temporary
-# directory, waking the agent with a byte on a FIFO; the agent stamps it
-# (TIME-1) and sends it. The queue file grows with what the job sends until
-# the job ends. A cancel request is a flag file (job_cancel_requested) and a
-# callback (job_on_cancel, run from a USR1 trap).
+# (CANCEL-3) and spools an undeliverable result (SPOOL-2); per connection it
+# runs socat (Unix sockets) and one jq that decodes what the server says.
+# The public functions only format JSON in pure bash (no process per
+# message; jq only for texts over 8 KiB, JSON arguments over 4 KiB and text
+# that is not valid UTF-8) and append each message to a queue file in a
+# private temporary directory, waking the agent with a byte on a FIFO; the
+# agent stamps it (TIME-1) and sends it. The queue file grows with what the
+# job sends until the job ends. A cancel request is a flag file
+# (job_cancel_requested) and a callback (job_on_cancel, run from a USR1 trap).
 #
 # Ending. job_complete and job_fail send the terminal message, wait until it
 # is acknowledged (or, for a v1 server, written; or spooled) and exit the
