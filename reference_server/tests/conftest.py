@@ -15,9 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server_testlib import PYTHON, REPO, kill_groups, make_config  # noqa: E402
+from server_testlib import PYTHON, REPO, kill_groups, make_config
 
-from extjob.server import JobServer  # noqa: E402
+from extjob.server import JobServer
 
 ServerFactory = Callable[..., Awaitable[JobServer]]
 T = TypeVar("T")

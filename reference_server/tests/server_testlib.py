@@ -4,6 +4,7 @@ directory on sys.path, since pytest runs with --import-mode=importlib)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -31,14 +32,13 @@ def make_config(root: Path, **options: Any) -> ServerConfig:
 
 def kill_groups(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0,
-                   what: str = "condition") -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
         if time.monotonic() > deadline:
@@ -57,8 +57,9 @@ async def wait_finished(server: JobServer, job_id: str, timeout: float = 15.0) -
     return await server.get(job_id)
 
 
-async def next_event(sub: Any, name: str, job_id: str | None = None, timeout: float = 10.0
-                     ) -> Event:
+async def next_event(
+    sub: Any, name: str, job_id: str | None = None, timeout: float = 10.0
+) -> Event:
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -67,7 +68,6 @@ async def next_event(sub: Any, name: str, job_id: str | None = None, timeout: fl
         event = await sub.get(timeout=remaining)
         if event.name == name and (job_id is None or event.job_id == job_id):
             return event
-
 
 
 async def wait_logs(server: JobServer, job_id: str, count: int, timeout: float = 10.0) -> list[Any]:

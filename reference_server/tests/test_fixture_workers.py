@@ -26,7 +26,11 @@ def test_complete(run_servers, fixture_worker):
             await next_event(events, "job.fx.completed", job_id)
         assert (progress.data["percent"], progress.data["message"]) == (50, "halfway")
         job = await wait_finished(server, job_id)
-        assert (job.status, job.result, job.progress_message) == ("completed", {"ok": True}, "halfway")
+        assert (job.status, job.result, job.progress_message) == (
+            "completed",
+            {"ok": True},
+            "halfway",
+        )
 
     run_servers(body)
 
@@ -38,7 +42,9 @@ def test_logs_exactly_once_in_order(run_servers, fixture_worker):
         job = await wait_finished(server, job_id)
         assert (job.status, job.result) == ("completed", {"count": 50})
         logs = [e for e in await server.logs(job_id) if e.source == "worker"]
-        assert [(e.message, e.data) for e in logs] == [(f"line {i}", {"i": i}) for i in range(1, 51)]
+        assert [(e.message, e.data) for e in logs] == [
+            (f"line {i}", {"i": i}) for i in range(1, 51)
+        ]
 
     run_servers(body)
 
@@ -95,8 +101,9 @@ def test_ckpt_checkpoint_is_handed_to_the_retry(run_servers, fixture_worker):
     async def body(start):
         server = await fixture_server(start, fixture_worker, retry_backoff_ms=50)
         value = {"step": 7, "text": "tab\there"}
-        job_id = await server.enqueue("fx", {"scenario": "checkpoint", "value": value},
-                                      max_attempts=2)
+        job_id = await server.enqueue(
+            "fx", {"scenario": "checkpoint", "value": value}, max_attempts=2
+        )
         job = await wait_finished(server, job_id)
         assert (job.status, job.attempt, job.result) == ("completed", 2, {"resumedFrom": value})
         assert job.checkpoint == value
@@ -106,14 +113,14 @@ def test_ckpt_checkpoint_is_handed_to_the_retry(run_servers, fixture_worker):
 
 def test_hb_2_short_heartbeat_timeout_is_honoured(run_servers, fixture_worker):
     """HB-1: the interval in the payload is derived from the timeout, so a sleeping
-    job with a 600 ms timeout is never stale."""
+    job with a 1200 ms timeout (below the v1 default interval of 5000 ms) is never stale."""
 
     async def body(start):
-        server = await fixture_server(start, fixture_worker, heartbeat_timeout_ms=600)
+        server = await fixture_server(start, fixture_worker, heartbeat_timeout_ms=1200)
         with server.events.subscribe("job.stale") as stale:
-            job_id = await server.enqueue("fx", {"scenario": "sleep", "ms": 2000})
+            job_id = await server.enqueue("fx", {"scenario": "sleep", "ms": 2500})
             job = await wait_finished(server, job_id)
-            assert (job.status, job.result) == ("completed", {"slept": 2000})
+            assert (job.status, job.result) == ("completed", {"slept": 2500})
             assert not stale._events
 
     run_servers(body)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_testlib import PYTHON, WORKERS, make_config, wait_for
+from server_testlib import PYTHON, WORKERS, kill_groups, make_config, wait_for
 
 from extjob.server import JobServer
 
@@ -61,20 +61,19 @@ class ThreadedServer:
     def snapshot(self, job_id: str) -> tuple[Any, ...]:
         job = self.call(self.server.get(job_id))
         logs = self.call(self.server.logs(job_id, limit=1_000_000))
-        return (job.status, job.progress_percent, job.progress_message, job.result,
-                job.checkpoint, len(logs))
+        return (
+            job.status,
+            job.progress_percent,
+            job.progress_message,
+            job.result,
+            job.checkpoint,
+            len(logs),
+        )
 
     def close(self) -> None:
         pids = [run.rec.pid for run in self.server.runs.values()]
         self.call(self.server.stop())
-        for pid in pids:
-            import os
-            import signal
-
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_groups(pids)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
@@ -123,8 +122,17 @@ def line(obj: dict[str, Any]) -> bytes:
 
 
 def hello(job_id: str, token: str) -> bytes:
-    return line({"type": "hello", "jobId": job_id, "timestamp": 1, "token": token,
-                 "protocolVersion": 1, "features": ["auth", "replay", "control"], "pid": 1})
+    return line(
+        {
+            "type": "hello",
+            "jobId": job_id,
+            "timestamp": 1,
+            "token": token,
+            "protocolVersion": 1,
+            "features": ["auth", "replay", "control"],
+            "pid": 1,
+        }
+    )
 
 
 def test_auth_4_wrong_token_is_refused_and_closed(hostile):
@@ -142,8 +150,10 @@ def test_auth_4_wrong_token_is_refused_and_closed(hostile):
 
 def test_auth_4_a_hello_for_another_job_is_refused(hostile):
     before = hostile.snapshot(hostile.bystander)
-    replies = exchange(hostile.socket_path(hostile.victim),
-                       hello(hostile.bystander, hostile.token(hostile.bystander)))
+    replies = exchange(
+        hostile.socket_path(hostile.victim),
+        hello(hostile.bystander, hostile.token(hostile.bystander)),
+    )
     assert [(r["type"], r["code"]) for r in replies] == [("error", "auth")]
     assert hostile.snapshot(hostile.bystander) == before
 
@@ -152,9 +162,12 @@ def test_srv_5_v1_messages_for_another_job_change_nothing(hostile):
     before = hostile.snapshot(hostile.bystander)
     forged = b"".join(
         line({"type": kind, "jobId": hostile.bystander, "timestamp": 1, **fields})
-        for kind, fields in [("started", {}), ("progress", {"percent": 99}),
-                             ("log", {"level": "info", "message": "forged"}),
-                             ("completed", {"result": "forged"})]
+        for kind, fields in [
+            ("started", {}),
+            ("progress", {"percent": 99}),
+            ("log", {"level": "info", "message": "forged"}),
+            ("completed", {"result": "forged"}),
+        ]
     )
     assert exchange(hostile.socket_path(hostile.victim), forged) == []  # NEG-3: silent to v1
     assert hostile.snapshot(hostile.bystander) == before
@@ -169,22 +182,35 @@ def test_srv_6_garbage_is_rejected_with_reasons_and_the_connection_stays(hostile
         + b"not json\n"
         + b"[1,2]\n"
         + line({"type": "explode", "jobId": victim, "timestamp": 1})
-        + b"x" * (MAX_LINE + 10) + b"\n"
+        + b"x" * (MAX_LINE + 10)
+        + b"\n"
         + line({"type": "progress", "jobId": victim, "timestamp": 1})  # no percent
         + line({"type": "progress", "jobId": hostile.bystander, "timestamp": 1, "percent": 5})
         + b"   \n"
         + line({"type": "x-private", "jobId": victim, "timestamp": 1})
-        + line({"type": "progress", "jobId": victim, "timestamp": 1, "percent": 42,
-                "message": "still here", "seq": 10**6}),
+        + line(
+            {
+                "type": "progress",
+                "jobId": victim,
+                "timestamp": 1,
+                "percent": 42,
+                "message": "still here",
+                "seq": 10**6,
+            }
+        ),
     )
     assert replies[0]["type"] == "welcome"
     errors = [(r["code"], r["requirement"]) for r in replies if r["type"] == "error"]
     assert [code for code, _ in errors] == [
-        "invalid_json", "invalid_message", "unknown_type", "line_too_long", "invalid_message",
+        "invalid_json",
+        "invalid_message",
+        "unknown_type",
+        "line_too_long",
+        "invalid_message",
         "wrong_job",
     ]
     assert all(requirement for _, requirement in errors)
-    assert {"type": "ack", "seq": 10**6} == {k: replies[-1][k] for k in ("type", "seq")}
+    assert {k: replies[-1][k] for k in ("type", "seq")} == {"type": "ack", "seq": 10**6}
     job = hostile.call(hostile.server.get(victim))
     assert (job.status, job.progress_percent, job.progress_message) == ("running", 42, "still here")
     assert hostile.snapshot(hostile.bystander) == before
@@ -196,11 +222,20 @@ def test_replay_5_duplicates_are_acked_again_not_recorded(hostile):
     logs = len(hostile.call(hostile.server.logs(victim, limit=10**6)))
     run = hostile.server.runs[victim]
     seq = run.protocol.last_seq + 1
-    entry = line({"type": "log", "jobId": victim, "timestamp": 1, "seq": seq, "level": "info",
-                  "message": "once"})
+    entry = line(
+        {
+            "type": "log",
+            "jobId": victim,
+            "timestamp": 1,
+            "seq": seq,
+            "level": "info",
+            "message": "once",
+        }
+    )
     for _ in range(3):
-        replies = exchange(hostile.socket_path(victim),
-                           hello(victim, hostile.token(victim)) + entry)
+        replies = exchange(
+            hostile.socket_path(victim), hello(victim, hostile.token(victim)) + entry
+        )
         assert replies[0]["lastSeq"] == seq - 1 or replies[0]["lastSeq"] == seq
         assert replies[-1] == {**replies[-1], "type": "ack", "seq": seq}
     assert len(hostile.call(hostile.server.logs(victim, limit=10**6))) == logs + 1
@@ -208,12 +243,23 @@ def test_replay_5_duplicates_are_acked_again_not_recorded(hostile):
 
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
-TYPES = ["hello", "started", "progress", "heartbeat", "log", "checkpoint", "x-private", "nope",
-         "welcome", ""]
+TYPES = [
+    "hello",
+    "started",
+    "progress",
+    "heartbeat",
+    "log",
+    "checkpoint",
+    "x-private",
+    "nope",
+    "welcome",
+    "",
+]
 
 
 @st.composite
@@ -243,8 +289,12 @@ def hostile_message(draw: st.DrawFn) -> dict[str, Any]:
 RAW = st.binary(max_size=300) | st.just(b"y" * (MAX_LINE + 1)) | st.just(b"\xff\xfe\n")
 
 
-@settings(max_examples=80, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     greeting=st.sampled_from(["none", "hello", "bad-hello"]),
     parts=st.lists(hostile_message() | RAW, min_size=1, max_size=12),
@@ -261,8 +311,9 @@ def test_fuzz_hostile_lines_and_sequences_never_touch_another_job(hostile, greet
             data += part
             continue
         text = json.dumps(part).replace('"VICTIM"', json.dumps(victim))
-        text = text.replace('"OTHER"', json.dumps(other)).replace('"TOKEN"', json.dumps(
-            hostile.token(victim)))
+        text = text.replace('"OTHER"', json.dumps(other)).replace(
+            '"TOKEN"', json.dumps(hostile.token(victim))
+        )
         data += text.encode() + b"\n"
     exchange(hostile.socket_path(victim), data)
     assert hostile.snapshot(other) == before

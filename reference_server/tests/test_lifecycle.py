@@ -7,8 +7,8 @@ import stat
 import time
 
 import pytest
-
 from server_testlib import PYTHON, WORKERS, next_event, wait_finished, wait_for
+
 from extjob.server import JobServer
 
 V1 = [str(WORKERS / "v1_worker.py")]
@@ -119,9 +119,9 @@ def test_stale_1_and_stale_2_then_kill_1_sigkill_after_grace(run_servers):
 
 def test_hb_3_heartbeats_keep_a_job_alive(run_servers):
     async def body(start):
-        server = await v1_server(start, heartbeat_timeout_ms=300)
+        server = await v1_server(start, heartbeat_timeout_ms=1500)
         with server.events.subscribe("job.stale") as stale:
-            job_id = await server.enqueue("v1", {"sleep_ms": 1200, "heartbeat_ms": 50})
+            job_id = await server.enqueue("v1", {"sleep_ms": 3000, "heartbeat_ms": 50})
             job = await wait_finished(server, job_id)
             assert job.status == "completed"
             assert stale.dropped == 0 and not stale._events
@@ -154,7 +154,9 @@ def test_timeout_1_v1_worker_is_terminated(run_servers):
 def test_srv_8_cancel_signals_the_whole_process_group(run_servers):
     async def body(start):
         server = await v1_server(start)
-        job_id = await server.enqueue("v1", {"child": True, "sleep_ms": 30_000, "heartbeat_ms": 100})
+        job_id = await server.enqueue(
+            "v1", {"child": True, "sleep_ms": 30_000, "heartbeat_ms": 100}
+        )
         await wait_for(lambda: _has_logs(server, job_id, 1), what="the child's pid")
         child = int((await server.logs(job_id))[0].message.split("=")[1])
         assert await server.cancel(job_id)
@@ -253,8 +255,17 @@ def test_env_1_and_env_3_worker_environment(run_servers, monkeypatch):
     monkeypatch.setenv("EXTJOB_API_TOKEN", "server-secret")
     monkeypatch.setenv("MY_SECRET", "also-secret")
     monkeypatch.setenv("HARMLESS", "visible")
-    names = ["EXTJOB_JOB_ID", "DONKEYLABS_JOB_ID", "EXTJOB_JOB_NAME", "DONKEYLABS_SOCKET_PATH",
-             "DONKEYLABS_TCP_PORT", "EXTJOB_API_TOKEN", "MY_SECRET", "HARMLESS", "FROM_DEF"]
+    names = [
+        "EXTJOB_JOB_ID",
+        "DONKEYLABS_JOB_ID",
+        "EXTJOB_JOB_NAME",
+        "DONKEYLABS_SOCKET_PATH",
+        "DONKEYLABS_TCP_PORT",
+        "EXTJOB_API_TOKEN",
+        "MY_SECRET",
+        "HARMLESS",
+        "FROM_DEF",
+    ]
 
     async def body(start):
         server = await start(secret_env=("MY_SECRET",))
@@ -266,8 +277,12 @@ def test_env_1_and_env_3_worker_environment(run_servers, monkeypatch):
         assert f"EXTJOB_JOB_ID={job_id}" in lines and f"DONKEYLABS_JOB_ID={job_id}" in lines
         assert "EXTJOB_JOB_NAME=v1" in lines and "DONKEYLABS_TCP_PORT=" in lines
         assert any(line.startswith("DONKEYLABS_SOCKET_PATH=/") for line in lines)
-        assert {"EXTJOB_API_TOKEN unset", "MY_SECRET unset", "HARMLESS=visible",
-                "FROM_DEF=yes"} <= lines
+        assert {
+            "EXTJOB_API_TOKEN unset",
+            "MY_SECRET unset",
+            "HARMLESS=visible",
+            "FROM_DEF=yes",
+        } <= lines
 
     run_servers(body)
 

@@ -5,6 +5,7 @@ The kill -9 drill with a server subprocess is in test_restart_drill.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -77,11 +78,23 @@ def test_spool_3_a_forged_spool_file_is_rejected_and_kept(run_servers):
         await first.stop()
         os.killpg(rec.pid, signal.SIGKILL)
         await wait_for(lambda: _dead(rec.pid), what="the worker to die")
-        forged = (
-            '{"type":"hello","jobId":"%s","timestamp":1,"token":"not-the-token-0123456789",'
-            '"protocolVersion":1,"features":["auth","replay","spool"],"pid":1}\n'
-            '{"type":"completed","jobId":"%s","timestamp":2,"seq":1,"result":"forged"}\n'
-        ) % (job_id, job_id)
+        hello = {
+            "type": "hello",
+            "jobId": job_id,
+            "timestamp": 1,
+            "pid": 1,
+            "token": "not-the-token-0123456789",
+            "protocolVersion": 1,
+            "features": ["auth", "replay", "spool"],
+        }
+        completed = {
+            "type": "completed",
+            "jobId": job_id,
+            "timestamp": 2,
+            "seq": 1,
+            "result": "forged",
+        }
+        forged = json.dumps(hello) + "\n" + json.dumps(completed) + "\n"
         with open(rec.spool_path, "w") as f:
             f.write(forged)
         second = define(await start())
@@ -98,8 +111,9 @@ def test_a_readopted_workers_exit_is_noticed(run_servers):
 
     async def body(start):
         first = define(await start())
-        job_id = await first.enqueue("v1", {"sleep_ms": 1500, "heartbeat_ms": 100,
-                                            "terminal": "none", "exit": 3})
+        job_id = await first.enqueue(
+            "v1", {"sleep_ms": 1500, "heartbeat_ms": 100, "terminal": "none", "exit": 3}
+        )
         await wait_for(lambda: _connected(first, job_id), what="the worker to connect")
         await first.stop()
         second = define(await start())
@@ -181,10 +195,15 @@ def test_a_crash_between_spawn_and_recording_the_pid_is_survived(run_servers):
             db.execute(
                 "INSERT INTO jobs (id, name, data, status, attempt, max_attempts, run_at, "
                 "created_at, owner, pid, token, socket_path, spool_path, out_path, err_path) "
-                "VALUES ('j_unspawned', 'fx', '{}', 'running', 1, 1, 0, 0, ?, 0, 'tttttttttttttttt',"
-                " ?, ?, ?, ?)",
-                (first.config.server_id, *(f"{first.config.spool_dir}/j_unspawned.1.{x}"
-                                           for x in ("sock", "spool", "out", "err"))),
+                "VALUES ('j_unspawned', 'fx', '{}', 'running', 1, 1, 0, 0, ?, 0, "
+                "'tttttttttttttttt', ?, ?, ?, ?)",
+                (
+                    first.config.server_id,
+                    *(
+                        f"{first.config.spool_dir}/j_unspawned.1.{x}"
+                        for x in ("sock", "spool", "out", "err")
+                    ),
+                ),
             )
         second = define(await start())
         job = await wait_finished(second, spawned)

@@ -58,8 +58,9 @@ def start_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [PYTHON, "-m", "extjob.server", str(config)], stdout=out, stderr=out, env=env
         )
-    wait_until(lambda: _count_starts(log) > starts or proc.poll() is not None, 30,
-               "the server to start")
+    wait_until(
+        lambda: _count_starts(log) > starts or proc.poll() is not None, 30, "the server to start"
+    )
     assert proc.poll() is None, log.read_text()[-3000:]
     return proc
 
@@ -71,8 +72,28 @@ def _count_starts(log: Path) -> int:
 def enqueue(store: SQLiteStore, name: str, data: object, index: int) -> str:
     now = int(time.time() * 1000)
     job_id = f"j_drill{index:04d}"
-    store.create(Job(job_id, name, data, "pending", 0, 1, 0, now, None, None, None, None, None,
-                     None, None, now, None, None))
+    store.create(
+        Job(
+            job_id,
+            name,
+            data,
+            "pending",
+            0,
+            1,
+            0,
+            now,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            now,
+            None,
+            None,
+        )
+    )
     return job_id
 
 
@@ -96,20 +117,26 @@ def test_restart_drill_every_log_line_exactly_once(short_tmp, go_fixture, stop_s
         data = {"scenario": "logs", "count": LINES, "intervalMs": 40}
         ids = [enqueue(store, "py" if i % 2 else "go", data, i) for i in range(JOBS)]
         for round_ in range(2):
-            # Kill while jobs are mid-stream: wait until some job has logged, then a random delay.
-            wait_until(lambda: _logged(store, ids) > (round_ + 1) * JOBS, 60, "logs to flow")
+            # Kill while jobs are mid-stream: wait until logs flow, then a random delay.
+            flowing = (round_ + 1) * JOBS
+            wait_until(lambda: _logged(store, ids) > flowing, 60, "logs to flow")  # noqa: B023
             time.sleep(rng.uniform(0.05, 0.6))
             server.send_signal(stop_signal)
-            assert server.wait(timeout=20) == (0 if stop_signal == signal.SIGTERM else -signal.SIGKILL)
+            assert server.wait(timeout=20) == (
+                0 if stop_signal == signal.SIGTERM else -signal.SIGKILL
+            )
             server = start_server(config, server_log)
             servers.append(server)
         wait_until(lambda: _finished(store, ids), 120, "every job to finish")
         for job_id in ids:
             job = store.get(job_id)
             assert job is not None
-            assert (job.status, job.result, job.error) == ("completed", {"count": LINES}, None), job_id
-            worker_lines = [(e.message, e.data) for e in store.logs(job_id, 0, 10_000)
-                            if e.source == "worker"]
+            assert (job.status, job.result, job.error) == ("completed", {"count": LINES}, None), (
+                job_id
+            )
+            worker_lines = [
+                (e.message, e.data) for e in store.logs(job_id, 0, 10_000) if e.source == "worker"
+            ]
             assert worker_lines == [(f"line {i}", {"i": i}) for i in range(1, LINES + 1)], job_id
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0

@@ -134,8 +134,9 @@ class WorkerConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if transport.get_write_buffer_size() > self.run.max_line_bytes:
-            log.warning("job %s: worker does not read its connection; closing it (CTRL-6)",
-                        self.run.job_id)
+            log.warning(
+                "job %s: worker does not read its connection; closing it (CTRL-6)", self.run.job_id
+            )
             transport.abort()
             return
         transport.write(encode(message))
@@ -144,8 +145,10 @@ class WorkerConnection(asyncio.Protocol):
         """Discard a line with a logged reason (SRV-6); tell an extended peer (CTRL-5)."""
         self.run.metrics.invalid_lines += 1
         log.warning("job %s: discarded line: %s %s", self.run.job_id, exc.code, exc)
-        if self.extended and self.transport and (
-            self.transport.get_write_buffer_size() < ERROR_BACKLOG
+        if (
+            self.extended
+            and self.transport
+            and (self.transport.get_write_buffer_size() < ERROR_BACKLOG)
         ):
             self.send(error(self.run.job_id, exc.code, str(exc), exc.requirement, seq))
 
@@ -165,4 +168,3 @@ class WorkerConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-

@@ -108,7 +108,13 @@ class Event:
     time: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "jobId": self.job_id, "data": self.data, "time": self.time}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "jobId": self.job_id,
+            "data": self.data,
+            "time": self.time,
+        }
 
 
 @dataclasses.dataclass

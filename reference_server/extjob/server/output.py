@@ -21,7 +21,7 @@ class OutputTail:
         self.offset = offset
 
     def read_lines(self, final: bool = False) -> list[str]:
-        """Whole lines appended since the last call; ``final`` also takes an unterminated last line."""
+        """Whole lines appended since the last call; ``final`` also takes an unfinished one."""
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:

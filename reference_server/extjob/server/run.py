@@ -72,8 +72,9 @@ class SpoolPeer:
 
 
 class Run:
-    def __init__(self, server: JobServer, definition: JobDefinition, rec: AttemptRecord,
-                 *, adopted: bool) -> None:
+    def __init__(
+        self, server: JobServer, definition: JobDefinition, rec: AttemptRecord, *, adopted: bool
+    ) -> None:
         self.server = server
         self.definition = definition
         self.rec = rec
@@ -193,20 +194,29 @@ class Run:
         if batch.terminal is not None:
             self.server.on_terminal(self)
 
-    def _collect(self, message: Message, batch: Batch, events: list[tuple[str, dict[str, Any]]]
-                 ) -> None:
+    def _collect(
+        self, message: Message, batch: Batch, events: list[tuple[str, dict[str, Any]]]
+    ) -> None:
         body = message.body
         kind = message.type
         if kind == "started":
             events.append(("job.external.spawned", {"pid": self.rec.pid}))
         elif kind == "progress":
             batch.progress = (body["percent"], body.get("message"), body.get("data"))
-            events.append(("job.external.progress", {
-                "percent": body["percent"], "message": body.get("message"),
-                "data": body.get("data")}))
+            events.append(
+                (
+                    "job.external.progress",
+                    {
+                        "percent": body["percent"],
+                        "message": body.get("message"),
+                        "data": body.get("data"),
+                    },
+                )
+            )
         elif kind == "log":
-            entry = NewLog(message.timestamp, body["level"], body["message"], body.get("data"),
-                           "worker")
+            entry = NewLog(
+                message.timestamp, body["level"], body["message"], body.get("data"), "worker"
+            )
             batch.logs.append(entry)
             events.append(("job.external.log", _log_event(entry)))
         elif kind == "checkpoint":
@@ -304,7 +314,9 @@ class Run:
         self.metrics.killed_count += 1
         self.killed_by = "SIGTERM"
         if signal_group(self.rec.pid, signal.SIGTERM):
-            self.note("warn", f"terminating: SIGTERM sent ({reason or self.cancel_reason or 'ended'})")
+            self.note(
+                "warn", f"terminating: SIGTERM sent ({reason or self.cancel_reason or 'ended'})"
+            )
         grace = self.definition.kill_grace_ms / 1000
         self._at("kill", self.loop.time() + grace, self._kill)
 
@@ -369,8 +381,11 @@ class Run:
             or hello.job_id != self.job_id
             or not secrets.compare_digest(str(hello.body["token"]).encode(), self.token.encode())
         ):
-            log.warning("job %s: spool file %s fails the hello check (AUTH-4); kept as .rejected",
-                        self.job_id, path)
+            log.warning(
+                "job %s: spool file %s fails the hello check (AUTH-4); kept as .rejected",
+                self.job_id,
+                path,
+            )
             os.replace(path, path + ".rejected")
             return
         peer = SpoolPeer(self.job_id)
@@ -403,6 +418,9 @@ class Run:
 
 
 def _log_event(entry: NewLog) -> dict[str, Any]:
-    return {"level": entry.level, "message": entry.message, "data": entry.data,
-            "source": entry.source}
-
+    return {
+        "level": entry.level,
+        "message": entry.message,
+        "data": entry.data,
+        "source": entry.source,
+    }

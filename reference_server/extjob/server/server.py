@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from extjob.protocol import (
@@ -35,7 +35,7 @@ from .events import EventBus
 from .models import Job, LogEntry, Metrics, now_ms
 from .procs import describe_status, find_worker, is_same_process, spawn
 from .run import Run
-from .store import AttemptRecord, SQLiteStore, Store
+from .store import AttemptRecord, Jobs, LogEntries, SQLiteStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,11 @@ class JobServer:
             due = created
         elif isinstance(run_at, datetime.datetime):
             due = int(run_at.timestamp() * 1000)
-        elif isinstance(run_at, int | float) and not isinstance(run_at, bool) and math.isfinite(run_at):
+        elif (
+            isinstance(run_at, int | float)
+            and not isinstance(run_at, bool)
+            and math.isfinite(run_at)
+        ):
             due = int(run_at)
         else:
             raise ValueError(f"run_at must be epoch milliseconds or a datetime, got {run_at!r}")
@@ -170,11 +174,31 @@ class JobServer:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"data is not JSON: {exc}") from exc
         if size > MAX_PAYLOAD_BYTES - 64 * 1024:  # room for the payload's other fields
-            raise ValueError(f"data is {size} bytes; the payload limit is {MAX_PAYLOAD_BYTES} (LIMIT-2)")
+            raise ValueError(
+                f"data is {size} bytes; the payload limit is {MAX_PAYLOAD_BYTES} (LIMIT-2)"
+            )
         job_id = f"j_{secrets.token_hex(8)}"
         self.store.create(
-            Job(job_id, name, data, "pending", 0, max_attempts, priority, due, None, None, None,
-                None, None, None, None, created, None, None)
+            Job(
+                job_id,
+                name,
+                data,
+                "pending",
+                0,
+                max_attempts,
+                priority,
+                due,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                created,
+                None,
+                None,
+            )
         )
         self._wake.set()
         return job_id
@@ -184,13 +208,13 @@ class JobServer:
 
     async def list(
         self, status: str | None = None, name: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[Job]:
+    ) -> Jobs:
         return self.store.list(status, name, limit, offset)
 
-    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[LogEntry]:
+    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> LogEntries:
         return self.store.logs(job_id, after, limit)
 
-    async def running(self) -> list[Job]:
+    async def running(self) -> Jobs:
         return self.store.list("running", None, 1_000_000, 0)
 
     async def counts(self) -> dict[str, int]:
@@ -200,7 +224,9 @@ class JobServer:
         """Cancel a pending job at once, or a running one of this server (CANCEL-1)."""
         if self.store.cancel_pending(job_id, now_ms()):
             job = self.store.get(job_id)
-            self.events.emit("job.cancelled", job_id, {"jobId": job_id, "name": job.name if job else ""})
+            self.events.emit(
+                "job.cancelled", job_id, {"jobId": job_id, "name": job.name if job else ""}
+            )
             return True
         run = self.runs.get(job_id)
         if run is None or run.finalized or run.cancel_reason == "requested":
@@ -224,7 +250,10 @@ class JobServer:
             self._finalize(run, "completed", result=body.get("result"))
         else:
             self._finalize(
-                run, "failed", error=run.fail_reason or body["error"], stack=body.get("stack"),
+                run,
+                "failed",
+                error=run.fail_reason or body["error"],
+                stack=body.get("stack"),
                 retryable=body.get("retryable") is not False,
             )
 
@@ -247,7 +276,8 @@ class JobServer:
                 self._finalize(run, "completed")
             elif status is None:
                 self._finalize(
-                    run, "failed",
+                    run,
+                    "failed",
                     error="worker exited without a terminal message; exit status unknown "
                     "(re-adopted after a server restart, not a child of this server)",
                 )
@@ -284,11 +314,13 @@ class JobServer:
         retry_at = None
         if status == "failed" and retryable and rec.attempt < rec.max_attempts:
             definition = run.definition
-            delay = retry_delay_ms(rec.attempt, definition.retry_backoff_ms,
-                                   definition.max_retry_backoff_ms)
+            delay = retry_delay_ms(
+                rec.attempt, definition.retry_backoff_ms, definition.max_retry_backoff_ms
+            )
             retry_at = now_ms() + delay
-        self.store.finish(run.job_id, status, now_ms(), result=result, error=error, stack=stack,
-                          retry_at=retry_at)
+        self.store.finish(
+            run.job_id, status, now_ms(), result=result, error=error, stack=stack, retry_at=retry_at
+        )
         if status == "completed":
             data: dict[str, Any] = {"result": result}
         elif status == "failed":
@@ -313,8 +345,9 @@ class JobServer:
             wait = poll
             try:
                 while not self._draining and len(self.runs) < self.config.concurrency:
-                    claimed = self.store.claim(self.config.server_id, now_ms(), self._limits(),
-                                               self._prepare)
+                    claimed = self.store.claim(
+                        self.config.server_id, now_ms(), self._limits(), self._prepare
+                    )
                     if claimed is None:
                         break
                     await self._spawn(*claimed)
@@ -349,13 +382,18 @@ class JobServer:
         stem = f"{job.id}.{job.attempt}"
         spool = os.path.abspath(self.config.spool_dir)
         return AttemptRecord(
-            job_id=job.id, name=job.name, attempt=job.attempt, pid=0, pid_start=0,
+            job_id=job.id,
+            name=job.name,
+            attempt=job.attempt,
+            pid=0,
+            pid_start=0,
             token=secrets.token_urlsafe(32),  # AUTH-1: 256 bits, fresh per attempt
             socket_path=os.path.join(os.path.abspath(self.config.socket_dir), f"{stem}.sock"),
             spool_path=os.path.join(spool, f"{stem}.spool"),
             out_path=os.path.join(spool, f"{stem}.out"),
             err_path=os.path.join(spool, f"{stem}.err"),
-            spawned_at=asyncio.get_running_loop().time(), max_attempts=job.max_attempts,
+            spawned_at=asyncio.get_running_loop().time(),
+            max_attempts=job.max_attempts,
         )
 
     async def _spawn(self, job: Job, rec: AttemptRecord) -> None:
@@ -367,9 +405,12 @@ class JobServer:
             await run.listen()
             _write_private(payload_path, json.dumps(self._payload(job, rec, definition)) + "\n")
             child = spawn(
-                [definition.command, *definition.args], cwd=definition.cwd,
-                env=self._worker_env(job, rec, definition), stdin_path=payload_path,
-                out_path=rec.out_path, err_path=rec.err_path,
+                [definition.command, *definition.args],
+                cwd=definition.cwd,
+                env=self._worker_env(job, rec, definition),
+                stdin_path=payload_path,
+                out_path=rec.out_path,
+                err_path=rec.err_path,
             )
         except OSError as exc:
             run.exited = True
@@ -402,17 +443,23 @@ class JobServer:
             payload["checkpoint"] = job.checkpoint  # CKPT-2
         return payload
 
-    def _worker_env(self, job: Job, rec: AttemptRecord, definition: JobDefinition) -> dict[str, str]:
+    def _worker_env(
+        self, job: Job, rec: AttemptRecord, definition: JobDefinition
+    ) -> dict[str, str]:
         secret = set(self.config.secret_env)
         env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(PRIVATE_ENV_PREFIXES) and k not in secret
         }
         env.update(definition.env)
         env.update(  # ENV-1
-            EXTJOB_JOB_ID=job.id, DONKEYLABS_JOB_ID=job.id,
-            EXTJOB_JOB_NAME=job.name, DONKEYLABS_JOB_NAME=job.name,
-            EXTJOB_SOCKET_PATH=rec.socket_path, DONKEYLABS_SOCKET_PATH=rec.socket_path,
+            EXTJOB_JOB_ID=job.id,
+            DONKEYLABS_JOB_ID=job.id,
+            EXTJOB_JOB_NAME=job.name,
+            DONKEYLABS_JOB_NAME=job.name,
+            EXTJOB_SOCKET_PATH=rec.socket_path,
+            DONKEYLABS_SOCKET_PATH=rec.socket_path,
             DONKEYLABS_TCP_PORT="",
         )
         return env

@@ -80,6 +80,11 @@ class Batch:
         )
 
 
+# Aliases, because the classes below define a method named ``list``.
+Jobs = list[Job]
+LogEntries = list[LogEntry]
+AttemptRecords = list[AttemptRecord]
+
 # Makes the attempt record of a claimed job (token, paths), inside the claim's transaction.
 Prepare = Callable[[Job], AttemptRecord]
 
@@ -89,9 +94,9 @@ class Store(Protocol):
 
     def create(self, job: Job) -> None: ...
     def get(self, job_id: str) -> Job | None: ...
-    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> list[Job]: ...
+    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> Jobs: ...
     def counts(self) -> dict[str, int]: ...
-    def logs(self, job_id: str, after: int, limit: int) -> list[LogEntry]: ...
+    def logs(self, job_id: str, after: int, limit: int) -> LogEntries: ...
     def claim(
         self, owner: str, now: int, limits: Mapping[str, int], prepare: Prepare
     ) -> tuple[Job, AttemptRecord] | None: ...
@@ -112,7 +117,7 @@ class Store(Protocol):
     ) -> None: ...
     def cancel_pending(self, job_id: str, now: int) -> bool: ...
     def request_cancel(self, job_id: str) -> None: ...
-    def running_attempts(self, owner: str) -> list[AttemptRecord]: ...
+    def running_attempts(self, owner: str) -> AttemptRecords: ...
     def close(self) -> None: ...
 
 
@@ -235,15 +240,24 @@ class SQLiteStore:
             self._db.execute(
                 "INSERT INTO jobs (id, name, data, status, attempt, max_attempts, priority, "
                 "run_at, created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
-                (job.id, job.name, _dump(job.data), job.max_attempts, job.priority, job.run_at,
-                 job.created_at),
+                (
+                    job.id,
+                    job.name,
+                    _dump(job.data),
+                    job.max_attempts,
+                    job.priority,
+                    job.run_at,
+                    job.created_at,
+                ),
             )
 
     def get(self, job_id: str) -> Job | None:
-        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
         return None if row is None else _job(row)
 
-    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> list[Job]:
+    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> Jobs:
         where, args = [], []
         if status is not None:
             where.append("status = ?")
@@ -259,12 +273,12 @@ class SQLiteStore:
         return [_job(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for status, n in self._db.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
             counts[status] = n
         return counts
 
-    def logs(self, job_id: str, after: int, limit: int) -> list[LogEntry]:
+    def logs(self, job_id: str, after: int, limit: int) -> LogEntries:
         rows = self._db.execute(
             "SELECT idx, timestamp, level, message, data, source FROM logs "
             "WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?",
@@ -290,7 +304,8 @@ class SQLiteStore:
         with self._tx(immediate=True):
             running = dict(
                 self._db.execute(
-                    f"SELECT name, count(*) FROM jobs WHERE status = 'running' AND name IN ({marks}) "
+                    "SELECT name, count(*) FROM jobs "
+                    f"WHERE status = 'running' AND name IN ({marks}) "
                     "GROUP BY name",
                     names,
                 ).fetchall()
@@ -300,7 +315,8 @@ class SQLiteStore:
                 return None
             marks = ",".join("?" * len(allowed))
             row = self._db.execute(
-                f"SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ? AND name IN ({marks}) "
+                "SELECT id FROM jobs "
+                f"WHERE status = 'pending' AND run_at <= ? AND name IN ({marks}) "
                 "ORDER BY priority DESC, run_at, seq LIMIT 1",
                 (now, *allowed),
             ).fetchone()
@@ -318,8 +334,15 @@ class SQLiteStore:
             self._db.execute(
                 "UPDATE jobs SET pid = 0, pid_start = 0, token = ?, socket_path = ?, "
                 "spool_path = ?, out_path = ?, err_path = ?, spawned_at = ? WHERE id = ?",
-                (rec.token, rec.socket_path, rec.spool_path, rec.out_path, rec.err_path,
-                 rec.spawned_at, rec.job_id),
+                (
+                    rec.token,
+                    rec.socket_path,
+                    rec.spool_path,
+                    rec.out_path,
+                    rec.err_path,
+                    rec.spawned_at,
+                    rec.job_id,
+                ),
             )
             return job, rec
 
@@ -379,8 +402,15 @@ class SQLiteStore:
                     "INSERT INTO logs (job_id, idx, timestamp, level, message, data, source) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (job_id, first_index + i, e.timestamp, e.level, e.message,
-                         None if e.data is None else _dump(e.data), e.source)
+                        (
+                            job_id,
+                            first_index + i,
+                            e.timestamp,
+                            e.level,
+                            e.message,
+                            None if e.data is None else _dump(e.data),
+                            e.source,
+                        )
                         for i, e in enumerate(batch.logs)
                     ],
                 )
@@ -402,13 +432,15 @@ class SQLiteStore:
         with self._tx():
             if retry_at is not None:
                 self._db.execute(
-                    "UPDATE jobs SET status = 'pending', run_at = ?, error = ?, stack = ?, owner = NULL, "
+                    "UPDATE jobs SET status = 'pending', run_at = ?, error = ?, stack = ?, "
+                    "owner = NULL, "
                     "token = NULL WHERE id = ?",
                     (retry_at, error, stack, job_id),
                 )
             else:
                 self._db.execute(
-                    "UPDATE jobs SET status = ?, result = ?, error = ?, stack = ?, finished_at = ?, "
+                    "UPDATE jobs SET status = ?, result = ?, error = ?, stack = ?, "
+                    "finished_at = ?, "
                     "owner = NULL, token = NULL WHERE id = ?",
                     (status, _dump(result), error, stack, now, job_id),
                 )
@@ -416,7 +448,8 @@ class SQLiteStore:
     def cancel_pending(self, job_id: str, now: int) -> bool:
         with self._tx():
             cur = self._db.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'pending'",
+                "UPDATE jobs SET status = 'cancelled', finished_at = ? "
+                "WHERE id = ? AND status = 'pending'",
                 (now, job_id),
             )
             return cur.rowcount == 1
@@ -425,17 +458,30 @@ class SQLiteStore:
         with self._tx():
             self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
 
-    def running_attempts(self, owner: str) -> list[AttemptRecord]:
+    def running_attempts(self, owner: str) -> AttemptRecords:
         rows = self._db.execute(
             f"SELECT {_ATTEMPT_COLUMNS} FROM jobs WHERE owner = ? AND status = 'running'", (owner,)
         ).fetchall()
         return [
             AttemptRecord(
-                job_id=r[0], name=r[1], attempt=r[2], pid=r[3] or 0, pid_start=r[4] or 0,
-                token=r[5] or "", socket_path=r[6] or "", spool_path=r[7] or "",
-                out_path=r[8] or "", err_path=r[9] or "", out_offset=r[10], err_offset=r[11],
-                last_seq=r[12], log_count=r[13], spawned_at=r[14] or 0.0,
-                cancel_requested=bool(r[15]), max_attempts=r[16], terminal=_load(r[17]),
+                job_id=r[0],
+                name=r[1],
+                attempt=r[2],
+                pid=r[3] or 0,
+                pid_start=r[4] or 0,
+                token=r[5] or "",
+                socket_path=r[6] or "",
+                spool_path=r[7] or "",
+                out_path=r[8] or "",
+                err_path=r[9] or "",
+                out_offset=r[10],
+                err_offset=r[11],
+                last_seq=r[12],
+                log_count=r[13],
+                spawned_at=r[14] or 0.0,
+                cancel_requested=bool(r[15]),
+                max_attempts=r[16],
+                terminal=_load(r[17]),
             )
             for r in rows
         ]

@@ -13,6 +13,7 @@ Its ``data`` chooses what it does, in this order:
   exit: code, or "kill" to die by SIGKILL
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -38,10 +39,9 @@ sock.connect(payload["socketPath"])
 
 def send(kind, **fields):
     fields.update(type=kind, jobId=job_id, timestamp=int(time.time() * 1000))
-    try:
+    # The server went away: a v1 worker just carries on (RECONNECT-2).
+    with contextlib.suppress(OSError):
         sock.sendall(json.dumps(fields).encode() + b"\n")
-    except OSError:
-        pass  # the server went away: a v1 worker just carries on (RECONNECT-2)
 
 
 send("started")
