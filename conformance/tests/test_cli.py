@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -140,3 +141,13 @@ def test_time_factor_must_be_a_positive_number(
 def test_the_guide_lists_every_case() -> None:
     guide = (Path(__file__).parents[1] / "README.md").read_text()
     assert [c.id for c in CASES if f"| `{c.id}` |" not in guide] == []
+
+
+def test_heartbeat_interval_holds_a_worker_to_the_interval_it_really_uses(
+    reference_worker: Worker,
+) -> None:
+    """A worker that ignores the advised 300 ms and beats every 1200 ms passes when declared."""
+    late = reference_worker("--break", "late-heartbeat")
+    only = ["--only", "core/heartbeat/busy", "--format", "json", "-o", os.devnull]
+    assert main(["conformance", *only, "--", *late]) == 1
+    assert main(["conformance", *only, "--heartbeat-interval", "1200", "--", *late]) == 0

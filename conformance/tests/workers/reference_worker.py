@@ -25,6 +25,7 @@ IMPLEMENTED = ("auth", "replay", "control", "spool", "checkpoint")
 BREAKS = {
     "no-heartbeat": "never sends heartbeats (HB-2)",
     "late-heartbeat": "heartbeats at four times the interval (HB-2)",
+    "eager-heartbeat": "heartbeats at a fifth of the interval (HB-2, a SHOULD: non-strict)",
     "heartbeat-first": "a heartbeat before started, like the original Python wrapper (LIFE-1)",
     "missing-field": "progress without percent (MSG-4)",
     "wrong-job-id": "messages name another job (MSG-1)",
@@ -70,6 +71,8 @@ class Worker:
         self.interval = payload.get("heartbeatIntervalMs", 5000) / 1000
         if broken == "late-heartbeat":
             self.interval *= 4
+        if broken == "eager-heartbeat":
+            self.interval /= 5
         self.window = payload.get("reconnectWindowMs", 60000) / 1000
         self.lock = threading.Condition()
         self.sock: socket.socket | None = None
