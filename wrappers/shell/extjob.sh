@@ -668,11 +668,13 @@ _extjob_start_agent() {
 }
 
 # Hands a message to the agent (LIMIT-1: never one the server would refuse).
-# A large body goes in a file of its own, which the agent never reads.
+# A queue line stays under 4 KiB, so that it is appended with one write and
+# lines from background subshells never interleave (WRAP-4); a larger body
+# goes in a file of its own, which the agent sends with cat, unread.
 _extjob_send() {
   local type=$1 body=$2 size file
   [[ -z ${_extjob_done} ]] || return 0 # LIFE-4: nothing after the terminal
-  if ((${#body} <= 65000)); then
+  if ((${#body} <= 1000)) || { ((${#body} <= 4000)) && _extjob_bytes_at_most "${body}" 4000; }; then
     _extjob_post M "${type} ${body}"
     return 0
   fi
@@ -682,9 +684,15 @@ _extjob_send() {
     _extjob_err "${type} message of ${size} bytes is larger than maxLineBytes ${_extjob_max_line} (LIMIT-1)"
     return 2
   fi
-  file=${_extjob_dir}/body.$((++_extjob_bodies))
+  file=${_extjob_dir}/body.${BASHPID}.$((++_extjob_bodies))
   printf '%s' "${body}" >"${file}"
   _extjob_post B "${type} ${size} ${file}"
+}
+
+# Tells whether STRING is at most N bytes long.
+_extjob_bytes_at_most() {
+  local LC_ALL=C
+  ((${#1} <= $2))
 }
 
 # Appends one line to the agent's queue and wakes it up.

@@ -764,3 +764,22 @@ def test_reconnect_3_a_server_that_never_acknowledges_gets_the_spool(
     # the window runs out and the result is spooled.
     assert worker.wait(30) == 0
     assert json.loads(spool.read_bytes().splitlines()[-1])["type"] == "completed"
+
+
+def test_wrap_4_background_subshells_never_interleave_lines(make_peer, run_worker, script):
+    peer = make_peer()
+    job = script(
+        "job_init\n"
+        "printf -v pad '%*s' 3500 ''\n"
+        "for w in 1 2 3 4; do\n"
+        "  ( for ((i = 1; i <= 100; i++)); do\n"
+        '      job_info "$w.$i ${pad:0:i * 40}"\n'
+        "    done ) &\n"
+        "done\n"
+        "wait\n"
+        "job_complete"
+    )
+    worker = run_worker(job, payload(peer))
+    assert worker.wait(60) == 0
+    logs = [m["message"].split(" ", 1)[0] for m in check_stream(peer) if m["type"] == "log"]
+    assert sorted(logs) == sorted(f"{w}.{i}" for w in range(1, 5) for i in range(1, 101))
