@@ -527,8 +527,14 @@ _extjob_line_size() {
 
 # ------------------------------------------------------- private: job shell
 
+# Writes one error line on stderr. In a subshell that ignores SIGPIPE: a
+# broken stderr must not kill the job (WRAP-5).
 _extjob_err() {
-  printf 'extjob.sh: %s\n' "$*" >&2
+  (
+    trap '' PIPE
+    printf 'extjob.sh: %s\n' "$*" >&2 2>/dev/null
+  )
+  return 0
 }
 
 _extjob_check_tools() {

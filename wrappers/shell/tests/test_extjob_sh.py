@@ -646,10 +646,13 @@ def test_killed_mid_send_leaves_whole_lines_and_no_process(make_peer, run_worker
     assert not peer.messages("completed")
 
 
-def test_wrap_5_works_with_stdout_and_stderr_closed(make_peer, run_worker, script):
+@pytest.mark.parametrize("how", ["closed", "broken"])
+def test_wrap_5_works_with_stdout_and_stderr_closed_or_broken(make_peer, run_worker, script, how):
     peer = make_peer()
+    # broken: both are pipes whose reader is gone (EPIPE, SIGPIPE).
+    redirect = "exec >&- 2>&-" if how == "closed" else "exec > >(:) 2> >(:); sleep 0.2"
     job = script(
-        "exec >&- 2>&-\n"
+        f"{redirect}\n"
         "job_init\n"
         "job_progress 200\n"  # an error message to a closed stderr
         "job_info done\n"
