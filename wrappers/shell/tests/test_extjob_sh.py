@@ -528,14 +528,21 @@ def test_cancel_3_poll_and_reason(make_peer, run_worker, script):
     assert peer.messages("failed")[0]["error"] == "stopped: timeout"
 
 
-def test_cancel_3_sigterm_counts_as_cancel_with_a_handler(make_peer, run_worker):
+def test_cancel_3_sigterm_counts_as_cancel_with_a_handler(make_peer, run_worker, script):
     peer = make_peer()
-    worker = run_worker(FIXTURE, payload(peer, fixture("cancel")))
-    peer.wait_type("started")
-    time.sleep(0.3)
-    os.killpg(worker.proc.pid, signal.SIGTERM)  # KILL-1's first step
+    job = script(
+        'on_cancel() { job_fail "stopped: $(job_cancel_reason)"; }\n'
+        "job_init\n"
+        "job_on_cancel on_cancel\n"
+        "job_info ready\n"
+        "sleep 30 &\n"
+        "wait $!"
+    )
+    worker = run_worker(job, payload(peer))
+    peer.wait_type("log")  # the handler is registered
+    os.killpg(worker.proc.pid, signal.SIGTERM)  # KILL-1's first step, to the group
     assert worker.wait() == 1
-    assert peer.messages("failed")[0]["error"] == "cancelled"
+    assert peer.messages("failed")[0]["error"] == "stopped: signal"
 
 
 def test_ctrl_6_unknown_and_broken_server_lines_are_ignored(make_peer, run_worker):
