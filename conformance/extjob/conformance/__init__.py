@@ -5,9 +5,10 @@ catalogue (:mod:`.cases`) it opens a socket (:mod:`.fakeserver`), spawns the
 author's fixture worker with a payload whose ``data`` names a scenario of
 SPEC section 11 (:mod:`.process`), injects the case's faults while recording
 every line in both directions with monotonic times (:mod:`.transcript`),
-then judges the record: each line against the JSON Schemas and the stream
+injecting faults (:mod:`.drives`), then judges the record: each line against the JSON Schemas and the stream
 against the stream rules (both by the protocol core, never restated here),
-timing, exit status and negotiation (:mod:`.checks`). :mod:`.runner` runs
+timing, exit status and negotiation (:mod:`.checks`), and what the case's
+scenario and faults require (:mod:`.expectations`). :mod:`.runner` runs
 cases in parallel; :mod:`.report` writes JSON, JUnit or text.
 """
 
