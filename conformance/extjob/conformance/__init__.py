@@ -1,15 +1,16 @@
 """``extjob conformance``: tells a wrapper author exactly what is wrong.
 
 Theory of operation. The suite plays the server. For each case of the
-catalogue (:mod:`.cases`) it opens a socket (:mod:`.fakeserver`), spawns the
-author's fixture worker with a payload whose ``data`` names a scenario of
-SPEC section 11 (:mod:`.process`), injects the case's faults while recording
-every line in both directions with monotonic times (:mod:`.transcript`),
-injecting faults (:mod:`.drives`), then judges the record: each line against the JSON Schemas and the stream
-against the stream rules (both by the protocol core, never restated here),
-timing, exit status and negotiation (:mod:`.checks`), and what the case's
-scenario and faults require (:mod:`.expectations`). :mod:`.runner` runs
-cases in parallel; :mod:`.report` writes JSON, JUnit or text.
+catalogue (:mod:`.cases`) it opens a socket (:mod:`.fakeserver`) and spawns
+the author's fixture worker with a payload whose ``data`` names a scenario of
+SPEC section 11 (:mod:`.process`). While the worker runs, the case's drive
+injects faults (:mod:`.drives`) and every line in both directions is recorded
+with its monotonic time (:mod:`.transcript`). Then the record is judged: each
+line against the JSON Schemas and the stream against the stream rules (both
+by the protocol core, never restated here); timing, exit status and
+negotiation (:mod:`.checks`); and what the scenario and the faults require
+(:mod:`.expectations`). :mod:`.runner` runs cases in parallel;
+:mod:`.report` writes JSON, JUnit or text.
 """
 
 from .cases import CASES, Case, select
