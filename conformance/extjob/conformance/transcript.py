@@ -7,7 +7,6 @@ report reads like a log of what happened (the Autobahn "wirelog").
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from extjob.protocol import Message, Problem
@@ -70,9 +69,6 @@ class Transcript:
     def messages(self) -> list[Entry]:
         """Valid worker messages, in received order, over all connections."""
         return [e for e in self.entries if e.direction == "worker" and e.message is not None]
-
-    def first(self, predicate: Callable[[Entry], bool]) -> Entry | None:
-        return next((e for e in self.entries if predicate(e)), None)
 
     def render(self, limit: int = 120) -> list[str]:
         """The entries as lines; a long transcript keeps its head and its tail."""
