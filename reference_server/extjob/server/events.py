@@ -45,7 +45,7 @@ class Subscription:
     def close(self) -> None:
         """Stop receiving; iteration ends once the queued events are consumed."""
         self._closed = True
-        self._bus._subscriptions.discard(self)
+        self._bus._unsubscribe(self)
         self._wakeup.set()
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -80,29 +80,57 @@ class EventBus:
         self._ids = itertools.count(1)
         self._subscriptions: set[Subscription] = set()
         self._callbacks: list[tuple[str, Callable[[Event], Any]]] = []
+        # event name -> who gets it; rebuilt lazily after (un)subscribing, so
+        # that publishing is one dict lookup on the ingest path.
+        self._routes: dict[str, tuple[list[Subscription], list[Callable[[Event], Any]]]] = {}
 
     def subscribe(self, pattern: str = "*", maxsize: int = DEFAULT_QUEUE_SIZE) -> Subscription:
         sub = Subscription(self, pattern, maxsize)
         self._subscriptions.add(sub)
+        self._routes.clear()
         return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+        self._routes.clear()
 
     def on(self, pattern: str, callback: Callable[[Event], Any]) -> Callable[[], None]:
         """Call ``callback(event)`` for every matching event; returns an unsubscribe function."""
         entry = (pattern, callback)
         self._callbacks.append(entry)
-        return lambda: self._callbacks.remove(entry)
+        self._routes.clear()
+
+        def off() -> None:
+            self._callbacks.remove(entry)
+            self._routes.clear()
+
+        return off
+
+    def _route(self, name: str) -> tuple[list[Subscription], list[Callable[[Event], Any]]]:
+        route = self._routes.get(name)
+        if route is None:
+            route = (
+                [s for s in self._subscriptions if _matches(s._pattern, name)],
+                [c for p, c in self._callbacks if _matches(p, name)],
+            )
+            self._routes[name] = route
+        return route
+
+    def wants(self, name: str) -> bool:
+        """Whether anybody listens to ``name`` (to skip building an event nobody gets)."""
+        subs, callbacks = self._route(name)
+        return bool(subs or callbacks)
 
     def emit(self, name: str, job_id: str, data: dict[str, Any]) -> Event:
         event = Event(next(self._ids), name, job_id, data, time.time())
-        for sub in tuple(self._subscriptions):
-            if _matches(sub._pattern, name):
-                sub._push(event)
-        for pattern, callback in tuple(self._callbacks):
-            if _matches(pattern, name):
-                try:
-                    callback(event)
-                except Exception:
-                    log.exception("event callback %r failed on %s", callback, name)
+        subs, callbacks = self._route(name)
+        for sub in subs:
+            sub._push(event)
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event callback %r failed on %s", callback, name)
         return event
 
 

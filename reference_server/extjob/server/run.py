@@ -115,6 +115,7 @@ class Run:
         self.watcher: ExitWatcher | None = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.done = self.loop.create_future()
+        self.wants_progress = True
 
     # setup
 
@@ -167,6 +168,7 @@ class Run:
         """Apply one read's worth of messages: record, then ack, then emit (REPLAY-2)."""
         self.touch()
         self.metrics.messages_received += len(messages)
+        self.wants_progress = self.server.events.wants("job.external.progress")
         batch = Batch()
         events: list[tuple[str, dict[str, Any]]] = []
         sequenced = False
@@ -199,26 +201,27 @@ class Run:
     ) -> None:
         body = message.body
         kind = message.type
-        if kind == "started":
-            events.append(("job.external.spawned", {"pid": self.rec.pid}))
-        elif kind == "progress":
+        if kind == "progress":  # the hot path: keep it lean
             batch.progress = (body["percent"], body.get("message"), body.get("data"))
-            events.append(
-                (
-                    "job.external.progress",
-                    {
-                        "percent": body["percent"],
-                        "message": body.get("message"),
-                        "data": body.get("data"),
-                    },
+            if self.wants_progress:
+                events.append(
+                    (
+                        "job.external.progress",
+                        {
+                            "percent": body["percent"],
+                            "message": body.get("message"),
+                            "data": body.get("data"),
+                        },
+                    )
                 )
-            )
         elif kind == "log":
             entry = NewLog(
                 message.timestamp, body["level"], body["message"], body.get("data"), "worker"
             )
             batch.logs.append(entry)
             events.append(("job.external.log", _log_event(entry)))
+        elif kind == "started":
+            events.append(("job.external.spawned", {"pid": self.rec.pid}))
         elif kind == "checkpoint":
             batch.checkpoint = (body["data"],)
         elif message.is_terminal:

@@ -32,7 +32,7 @@ from extjob.protocol import (
 
 from .config import JobDefinition, ServerConfig
 from .events import EventBus
-from .models import Job, LogEntry, Metrics, now_ms
+from .models import Job, Metrics, now_ms
 from .procs import describe_status, find_worker, is_same_process, spawn
 from .run import Run
 from .store import AttemptRecord, Jobs, LogEntries, SQLiteStore, Store
@@ -240,7 +240,8 @@ class JobServer:
     # events, outcomes
 
     def emit(self, name: str, run: Run, data: Mapping[str, Any]) -> None:
-        self.events.emit(name, run.job_id, {"jobId": run.job_id, "name": run.name, **data})
+        if self.events.wants(name):
+            self.events.emit(name, run.job_id, {"jobId": run.job_id, "name": run.name, **data})
 
     def on_terminal(self, run: Run) -> None:
         """SRV-4: a terminal message was recorded."""
