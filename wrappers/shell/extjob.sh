@@ -925,7 +925,7 @@ _extjob_a_give_up() {
         _extjob_a_emit "${i}"
       done
     } >"${tmp}"
-  ) && sync "${tmp}" 2>/dev/null && mv -f "${tmp}" "${_extjob_spool_path}"; then
+  ) && { sync "${tmp}" 2>/dev/null || sync; } && mv -f "${tmp}" "${_extjob_spool_path}"; then
     return 0
   fi
   printf 'extjob.sh: could not write the spool file %s\n' "${_extjob_spool_path}" >&2
