@@ -63,10 +63,11 @@ class Peer:
     def start(self) -> None:
         if self.address.startswith("tcp://"):
             host, port = self.address[6:].rsplit(":", 1)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, int(port)))
-            self.address = "tcp://{}:{}".format(*sock.getsockname())
+            sock.bind((host.strip("[]"), int(port)))
+            self.address = f"tcp://{host}:{sock.getsockname()[1]}"
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(self.address)

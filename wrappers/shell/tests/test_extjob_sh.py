@@ -793,3 +793,16 @@ def test_wrap_4_background_subshells_never_interleave_lines(make_peer, run_worke
     assert worker.wait(60) == 0
     logs = [m["message"].split(" ", 1)[0] for m in check_stream(peer) if m["type"] == "log"]
     assert sorted(logs) == sorted(f"{w}.{i}" for w in range(1, 5) for i in range(1, 101))
+
+
+def test_trans_1_bracketed_ipv6_address(run_worker):
+    try:
+        peer = Peer("tcp://[::1]:0", ext=False)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        worker = run_worker(FIXTURE, payload(peer, fixture("complete"), ext=False))
+        assert worker.wait() == 0
+        assert types(check_stream(peer)) == ["started", "progress", "completed"]
+    finally:
+        peer.stop()
