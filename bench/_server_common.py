@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from extjob.server import JobServer, ServerConfig
@@ -36,10 +36,8 @@ async def temp_server(root: Path, **options: object) -> AsyncIterator[JobServer]
         pids = [run.rec.pid for run in server.runs.values() if run.rec.pid]
         await server.stop()
         for pid in pids:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(pid, 9)
-            except ProcessLookupError:
-                pass
 
 
 def temp_root() -> Path:

@@ -13,6 +13,7 @@ Run: ``python bench/server_scale.py [--smoke]`` or ``python bench/run.py server_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -101,10 +102,8 @@ def run(smoke: bool) -> list[str]:
                 await second.stop()
         finally:
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, 9)
-                except ProcessLookupError:
-                    pass
             remove(root)
         return lines
 

@@ -185,16 +185,47 @@ class Run:
                 self._collect(message, batch, events)
         if self.protocol.last_seq != self.stored_seq:
             batch.last_seq = self.protocol.last_seq
-        if batch and not self.commit(batch):
+        if not batch:  # only heartbeats or duplicates: nothing to store, maybe re-ack
+            self._recorded(True, peer, sequenced, events, batch)
+            return
+        first = self.next_index
+        self.next_index += len(batch.logs)
+        self.server.recorder.add(
+            self.job_id,
+            first,
+            batch,
+            lambda ok: self._recorded(ok, peer, sequenced, events, batch),
+        )
+
+    def _recorded(
+        self,
+        ok: bool,
+        peer: Peer,
+        sequenced: bool,
+        events: list[tuple[str, dict[str, Any]]],
+        batch: Batch,
+    ) -> None:
+        """After the store: ack (REPLAY-2), then emit; or forget what was not stored."""
+        if not ok:
+            self._forget()
             for conn in tuple(self.connections):
                 conn.close()  # the worker reconnects and replays from what is stored
             return
+        if batch.last_seq is not None:
+            self.stored_seq = max(self.stored_seq, batch.last_seq)
+        if batch.terminal is not None:
+            self.terminal = dict(batch.terminal)
         if sequenced and "replay" in peer.features and self.stored_seq:
             peer.send(ack(self.job_id, self.stored_seq))
         for name, data in events:
             self.server.emit(name, self, data)
         if batch.terminal is not None:
             self.server.on_terminal(self)
+
+    def _forget(self) -> None:
+        """Roll the protocol state back to what is stored, so that a replay is recorded."""
+        state = AttemptState.RUNNING if self.stored_seq else AttemptState.SPAWNED
+        self.protocol = Attempt(self.job_id, self.stored_seq, state, self.protocol.replay)
 
     def _collect(
         self, message: Message, batch: Batch, events: list[tuple[str, dict[str, Any]]]
@@ -228,18 +259,13 @@ class Run:
             batch.terminal = dict(body)
 
     def commit(self, batch: Batch) -> bool:
+        """Store a batch of the server's own making (output lines, notes) right away."""
         try:
-            self.server.store.record(self.job_id, self.next_index, batch)
+            self.server.store.record([(self.job_id, self.next_index, batch)])
         except Exception:
-            log.exception("job %s: could not record a batch; dropping the connection", self.job_id)
-            # Forget what was not stored, so that the replay is recorded, not deduplicated.
-            state = AttemptState.RUNNING if self.stored_seq else AttemptState.SPAWNED
-            self.protocol = Attempt(self.job_id, self.stored_seq, state, self.protocol.replay)
+            log.exception("job %s: could not record %d log entries", self.job_id, len(batch.logs))
             return False
         self.next_index += len(batch.logs)
-        self.stored_seq = self.protocol.last_seq
-        if batch.terminal is not None:
-            self.terminal = dict(batch.terminal)
         return True
 
     def note(self, level: str, message: str) -> None:
@@ -358,6 +384,7 @@ class Run:
             # The worker's end is closed by its exit; a child that inherited the
             # socket could keep it open, so do not wait for it forever.
             await asyncio.wait(pending, timeout=1.0)
+        self.server.recorder.flush()
         self.poll_output(final=True)
         if self.terminal is None:
             self.collect_spool()
@@ -401,6 +428,8 @@ class Run:
         self.protocol.replay = "replay" in hello.body["features"]
         if messages:
             self.receive(peer, messages)
+            if not self.server.recorder.flush():
+                return  # keep the file: the next start collects it again
         os.unlink(path)
         log.info("job %s: collected spool file with %d messages", self.job_id, len(messages))
 

@@ -34,6 +34,7 @@ from .config import JobDefinition, ServerConfig
 from .events import EventBus
 from .models import Job, Metrics, now_ms
 from .procs import describe_status, find_worker, is_same_process, spawn
+from .recorder import Recorder
 from .run import Run
 from .store import AttemptRecord, Jobs, LogEntries, SQLiteStore, Store
 
@@ -88,6 +89,7 @@ class JobServer:
             os.chmod(directory, 0o700)  # TRANS-2, SPOOL-1: also when it already existed
         if self._store is None:
             self._store = SQLiteStore(self.config.database)
+        self.recorder = Recorder(self._store)
         self._closed = asyncio.get_running_loop().create_future()
         await self._recover()
         self._tasks = [
@@ -114,6 +116,7 @@ class JobServer:
         exiting = [run.done for run in self.runs.values() if run.exited]
         if exiting:
             await asyncio.wait(exiting, timeout=2.0)
+        self.recorder.flush()
         for run in list(self.runs.values()):
             if not run.exited:
                 run.poll_output()  # so the restarted server resumes at the right offset

@@ -103,7 +103,7 @@ class Store(Protocol):
     def next_run_at(self, names: Sequence[str]) -> int | None: ...
     def record_pid(self, job_id: str, pid: int, pid_start: int) -> None: ...
     def unclaim(self, job_id: str) -> None: ...
-    def record(self, job_id: str, first_index: int, batch: Batch) -> None: ...
+    def record(self, items: Sequence[tuple[str, int, Batch]]) -> None: ...
     def finish(
         self,
         job_id: str,
@@ -370,8 +370,13 @@ class SQLiteStore:
                 (job_id,),
             )
 
-    def record(self, job_id: str, first_index: int, batch: Batch) -> None:
-        """Apply a batch atomically; its log entries get indexes from ``first_index`` on."""
+    def record(self, items: Sequence[tuple[str, int, Batch]]) -> None:
+        """Apply batches atomically, each as (job id, index of its first log entry, batch)."""
+        with self._tx():
+            for job_id, first_index, batch in items:
+                self._apply(job_id, first_index, batch)
+
+    def _apply(self, job_id: str, first_index: int, batch: Batch) -> None:
         sets: list[str] = []
         args: list[Any] = []
         if batch.logs:
@@ -396,26 +401,25 @@ class SQLiteStore:
         if batch.terminal is not None:
             sets.append("terminal = ?")
             args.append(_dump(batch.terminal))
-        with self._tx():
-            if batch.logs:
-                self._db.executemany(
-                    "INSERT INTO logs (job_id, idx, timestamp, level, message, data, source) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            job_id,
-                            first_index + i,
-                            e.timestamp,
-                            e.level,
-                            e.message,
-                            None if e.data is None else _dump(e.data),
-                            e.source,
-                        )
-                        for i, e in enumerate(batch.logs)
-                    ],
-                )
-            if sets:
-                self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id))
+        if batch.logs:
+            self._db.executemany(
+                "INSERT INTO logs (job_id, idx, timestamp, level, message, data, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        job_id,
+                        first_index + i,
+                        e.timestamp,
+                        e.level,
+                        e.message,
+                        None if e.data is None else _dump(e.data),
+                        e.source,
+                    )
+                    for i, e in enumerate(batch.logs)
+                ],
+            )
+        if sets:
+            self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id))
 
     def finish(
         self,
