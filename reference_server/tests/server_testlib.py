@@ -22,12 +22,10 @@ PYTHON = sys.executable
 
 def make_config(root: Path, **options: Any) -> ServerConfig:
     options.setdefault("poll_interval_ms", 50)
-    return ServerConfig(
-        database=str(root / "jobs.db"),
-        socket_dir=str(root / "s"),
-        spool_dir=str(root / "spool"),
-        **options,
-    )
+    options.setdefault("database", str(root / "jobs.db"))
+    options.setdefault("socket_dir", str(root / "s"))
+    options.setdefault("spool_dir", str(root / "spool"))
+    return ServerConfig(**options)
 
 
 def kill_groups(pids: list[int]) -> None:
