@@ -107,13 +107,13 @@ class Timing:
     @property
     def tolerance_ms(self) -> float:
         """Scheduling noise allowed on any bound (two busy cores, parallel cases)."""
-        return 600 * self.factor
+        return 800 * self.factor
 
     @property
     def startup_ms(self) -> float:
         """START-1 allowance: an interpreter on a loaded machine needs more than the
         short ``heartbeat_timeout_ms`` the suite uses for speed."""
-        return max(self.heartbeat_timeout_ms, 3000) * self.factor
+        return max(self.heartbeat_timeout_ms, 5000) * self.factor
 
     def s(self, seconds: float) -> float:
         """A harness deadline, scaled."""
