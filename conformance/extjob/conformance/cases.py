@@ -72,7 +72,7 @@ class Case:
     transport: str = "unix"
     timed: bool = True  #: heartbeat gaps mean something (not while the harness stalls)
     withhold_acks: bool = False
-    budget_s: float = 6.0  #: how long the worker may take to exit, before the factor
+    budget_s: float = 6.0  #: time to exit beyond what the scenario sleeps, before the factor
     reconnect_window_ms: int = 60_000
     payload_extra: Mapping[str, Any] = field(default_factory=dict)
     offer_extra: tuple[str, ...] = ()  #: features offered beyond the claimed ones

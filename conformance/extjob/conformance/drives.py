@@ -25,7 +25,7 @@ CANCEL_DEADLINE_MS = 3000
 
 
 async def just_wait(run: Run) -> None:
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 async def _ready_for_fault(run: Run) -> bool:
@@ -44,7 +44,7 @@ async def drop_after_started(run: Run) -> None:
         run.server.drop_connections()
         run.server.acking = True
         run.notes["dropped_at"] = run.transcript.now()
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 async def restart_after_started(run: Run) -> None:
@@ -55,7 +55,7 @@ async def restart_after_started(run: Run) -> None:
         run.server.acking = True
         await run.server.restart()
         run.notes["back_at"] = run.transcript.now()
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 async def stop_for_good(run: Run) -> None:
@@ -63,7 +63,7 @@ async def stop_for_good(run: Run) -> None:
     run.server.acking = False
     if await run.until_type("started") and await run.until_welcomed():
         await run.server.stop("server stopped for good")
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 async def withhold_terminal_ack(run: Run) -> None:
@@ -72,7 +72,7 @@ async def withhold_terminal_ack(run: Run) -> None:
     if await run.until(lambda: run.terminal() is not None, 5):
         run.notes["terminal_at"] = run.transcript.now()
         run.server.ack_terminal = True  # a replay on a new connection gets its ack
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 async def stall_reading(run: Run) -> None:
@@ -81,7 +81,7 @@ async def stall_reading(run: Run) -> None:
         run.server.reading.clear()
         await asyncio.sleep(run.timing.s(1.0))  # the stall itself
         run.server.reading.set()
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 async def send_cancel(run: Run) -> None:
@@ -89,7 +89,7 @@ async def send_cancel(run: Run) -> None:
     if conn is not None and await run.until_type("started"):
         run.server.send(conn, cancel(run.job_id, "requested", cancel_deadline_ms(run)))
         run.notes["cancel_at"] = run.transcript.now()
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 def cancel_deadline_ms(run: Run) -> int:
@@ -102,7 +102,7 @@ async def send_strange_lines(run: Run) -> None:
     if conn is not None and await run.until_type("started"):
         for line in _strange_lines(run.job_id, run.server.acked_seq):
             run.server.send(conn, line)
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 def _strange_lines(job_id: str, acked: int) -> list[dict[str, Any]]:
@@ -123,7 +123,7 @@ async def flood(run: Run) -> None:
         line = (json.dumps(big) + "\n").encode()
         drained = all([await run.server.send_raw(conn, line, run.timing.s(3)) for _ in range(2)])
         run.notes["drained"] = drained
-    await run.until_exit(run.case.budget_s)
+    await run.until_exit_or_budget()
 
 
 async def slow_welcome(run: Run) -> None:

@@ -94,6 +94,11 @@ class Run:
         assert self.worker is not None
         return await self.worker.wait_exit(self.timing.s(seconds))
 
+    async def until_exit_or_budget(self) -> bool:
+        """Wait for the exit, as long as the case allows plus what its scenario sleeps."""
+        sleeps_ms = self.case.data_for(self.timing).get("ms", 0)
+        return await self.until_exit(self.case.budget_s + sleeps_ms / 1000)
+
 
 def _payload(run: Run, socket_path: str) -> dict[str, Any]:
     timing = run.timing
