@@ -23,7 +23,14 @@ from _server_common import REPO, open_fds, remove, rss_mb, run_async, temp_root,
 from extjob.server import JobServer, ServerConfig
 
 SIZES = {False: (1000, 500), True: (20, 10)}
+# EXTJOB_BENCH_SCALE="JOBS,RESTART" overrides the full size (e.g. on a shared machine).
+if os.environ.get("EXTJOB_BENCH_SCALE"):
+    _jobs, _keep = os.environ["EXTJOB_BENCH_SCALE"].split(",")
+    SIZES[False] = (int(_jobs), int(_keep))
 SHELL_FIXTURE = str(REPO / "wrappers" / "shell" / "fixture_worker.sh")
+# EXTJOB_BENCH_SCALE_WORKER=PATH runs that fixture worker binary (say, the Go
+# one) instead of the shell fixture, which needs ~20 MB and 7 processes a job.
+WORKER = os.environ.get("EXTJOB_BENCH_SCALE_WORKER")
 
 
 def config(root: object, jobs: int) -> ServerConfig:
@@ -40,8 +47,8 @@ def config(root: object, jobs: int) -> ServerConfig:
 def define(server: JobServer) -> None:
     server.register_external(
         "sleepy",
-        command="bash",
-        args=[SHELL_FIXTURE],
+        command=WORKER or "bash",
+        args=[] if WORKER else [SHELL_FIXTURE],
         heartbeat_timeout_ms=60_000,
         cancel_deadline_ms=200,
         kill_grace_ms=200,
@@ -58,7 +65,8 @@ def run(smoke: bool) -> list[str]:
     async def main() -> list[str]:
         root = temp_root()
         pids: list[int] = []
-        lines = ["server_scale: concurrent sleeping shell jobs (issue 4)"]
+        kind = f"{WORKER} fixture" if WORKER else "shell"
+        lines = [f"server_scale: concurrent sleeping {kind} jobs (issue 4)"]
         try:
             first = JobServer(config(root, jobs))
             define(first)
