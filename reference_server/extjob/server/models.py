@@ -61,6 +61,7 @@ class Job:
                 "data": self.progress_data,
             },
             "result": self.result,
+            "checkpoint": self.checkpoint,
             "error": self.error,
             "stack": self.stack,
             "pid": self.pid,

@@ -278,6 +278,7 @@ class Run:
         """Take new stdout/stderr lines into the log (SRV-7), with their file offsets."""
         for source, tail in self.tails.items():
             while True:
+                start = tail.offset
                 lines = tail.read_lines(final)
                 if not lines:
                     break
@@ -286,6 +287,7 @@ class Run:
                 batch = Batch(logs=entries)
                 setattr(batch, "out_offset" if source == "stdout" else "err_offset", tail.offset)
                 if not self.commit(batch):
+                    tail.offset = start  # read them again next time
                     return
                 for entry in entries:
                     self.server.emit("job.external.log", self, _log_event(entry))
