@@ -98,7 +98,7 @@ class Case:
 
 def _sleep(timing: Timing) -> dict[str, Any]:
     """Long enough for several heartbeats at the interval the worker uses."""
-    return {"scenario": "sleep", "ms": max(1200, 4 * timing.interval_ms)}
+    return {"scenario": "sleep", "ms": max(3000, 2 * timing.interval_ms)}
 
 
 def _long_sleep(timing: Timing) -> dict[str, Any]:

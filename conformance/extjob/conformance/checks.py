@@ -144,7 +144,7 @@ def start_in_time(run: Run) -> Findings:
     assert run.worker is not None
     first = next(iter(run.entries()), None)
     limit = run.timing.startup_ms
-    took = (first.t - run.worker.spawned_at) * 1000 if first is not None else 0
+    took = ms_between(run, run.worker.spawned_at, first.t) if first is not None else 0
     if took > limit:
         yield fail(
             "START-1",
@@ -161,7 +161,7 @@ def heartbeats(run: Run) -> Findings:
     interval = run.timing.interval_ms
     limit = interval + run.timing.tolerance_ms
     for points in _heartbeat_segments(run):
-        gaps = [(b - a) * 1000 for a, b in pairwise(points)]
+        gaps = [ms_between(run, a, b) for a, b in pairwise(points)]
         worst_gap = max(gaps, default=0)
         if worst_gap > limit:
             at = points[gaps.index(worst_gap)]
@@ -245,7 +245,7 @@ def exit_after_terminal(run: Run) -> Findings:
     if terminal.message.type == "failed" and code == 0:
         yield fail("EXIT-2", "exit status 0 after failed", "non-zero (1)", code)
     since = _acknowledged_at(run, terminal)
-    late = (run.worker.exited_at - since) * 1000
+    late = ms_between(run, since, run.worker.exited_at)
     if late > EXIT_AFTER_TERMINAL_MS + run.timing.tolerance_ms:
         yield fail(
             "EXIT-3",
@@ -254,6 +254,11 @@ def exit_after_terminal(run: Run) -> Findings:
             " ms tolerance)",
             f"{late:.0f} ms",
         )
+
+
+def ms_between(run: Run, start: float, end: float) -> float:
+    """Milliseconds from ``start`` to ``end``, less what the harness stalled meanwhile."""
+    return (end - start - run.transcript.stalled(start, end)) * 1000
 
 
 def _acknowledged_at(run: Run, terminal: Entry) -> float:

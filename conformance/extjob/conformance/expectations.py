@@ -15,6 +15,7 @@ from typing import Any
 
 from extjob.protocol import decode, terminal_ack_timeout_ms
 
+from . import checks
 from .drives import cancel_deadline_ms
 from .model import Finding, fail, nonstrict
 from .run import Run
@@ -193,7 +194,7 @@ def reconnected(run: Run) -> Iterator[Finding]:
             "RECONNECT-1", "the worker never reconnected", f"≤ {limit:.0f} ms", "no new connection"
         )
         return
-    delay = (_opened_at(run, later[0].number) - since) * 1000
+    delay = checks.ms_between(run, since, _opened_at(run, later[0].number))
     if delay > limit:
         yield fail(
             "RECONNECT-1", "the worker reconnected late", f"≤ {limit:.0f} ms", f"{delay:.0f} ms"
@@ -317,7 +318,7 @@ def cancelled_in_time(run: Run) -> Iterator[Finding]:
     terminal = run.terminal()
     if at is None or terminal is None:
         return
-    took = (terminal.t - at) * 1000
+    took = checks.ms_between(run, at, terminal.t)
     if took > cancel_deadline_ms(run):
         yield nonstrict(
             "CANCEL-2",

@@ -8,6 +8,7 @@ recorded transcript, the exit status and the files the worker left.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import tempfile
@@ -176,6 +177,7 @@ async def run_case(
             job_id,
             token=secrets.token_urlsafe(24),
         )
+        stalls = asyncio.get_running_loop().create_task(transcript.watch_stalls())
         try:
             if case.transport == "tcp":
                 await server.listen_tcp()
@@ -198,6 +200,7 @@ async def run_case(
         except Exception:  # a fault of the harness, reported as such
             result.reason = traceback.format_exc()
         finally:
+            stalls.cancel()
             if run.worker is not None:
                 run.worker.kill()
                 await run.worker.wait_exit(timing.s(2))

@@ -6,6 +6,7 @@ report reads like a log of what happened (the Autobahn "wirelog").
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -13,6 +14,8 @@ from extjob.protocol import Message, Problem
 
 #: How much of a long line a rendered transcript shows.
 SHOWN_CHARS = 240
+#: A harness stall this long is noted in the transcript (seconds).
+NOTED_STALL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,27 @@ class Transcript:
 
     started: float = field(default_factory=time.monotonic)
     entries: list[Entry] = field(default_factory=list)
+    #: (when it ended, how long) the harness itself could not run, in seconds.
+    stalls: list[tuple[float, float]] = field(default_factory=list)
+
+    async def watch_stalls(self, tick: float = 0.05) -> None:
+        """Note when the harness was starved of CPU (a loaded machine).
+
+        Its receipt times are then late by as much: a timing check subtracts
+        the stall (:meth:`stalled`) so that the worker is never blamed for it.
+        """
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(tick)
+            late = time.monotonic() - before - tick
+            if late >= tick:
+                self.stalls.append((self.now(), late))
+                if late >= NOTED_STALL_S:
+                    self.event(f"the harness itself stalled {late * 1000:.0f} ms")
+
+    def stalled(self, start: float, end: float) -> float:
+        """Seconds of harness stall within ``(start, end]``."""
+        return sum(max(0.0, min(end, t) - max(start, t - d)) for t, d in self.stalls)
 
     def now(self) -> float:
         return time.monotonic() - self.started

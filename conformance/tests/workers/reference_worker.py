@@ -24,7 +24,7 @@ from typing import Any
 IMPLEMENTED = ("auth", "replay", "control", "spool", "checkpoint")
 BREAKS = {
     "no-heartbeat": "never sends heartbeats (HB-2)",
-    "late-heartbeat": "heartbeats at five times the interval (HB-2)",
+    "late-heartbeat": "heartbeats at six times the interval (HB-2)",
     "eager-heartbeat": "heartbeats at a fifth of the interval (HB-2, a SHOULD: non-strict)",
     "heartbeat-first": "a heartbeat before started, like the original Python wrapper (LIFE-1)",
     "missing-field": "progress without percent (MSG-4)",
@@ -70,7 +70,7 @@ class Worker:
         self.replay = "replay" in self.features and broken != "no-seq"
         self.interval = payload.get("heartbeatIntervalMs", 5000) / 1000
         if broken == "late-heartbeat":
-            self.interval *= 5
+            self.interval *= 6
         if broken == "eager-heartbeat":
             self.interval /= 5
         self.window = payload.get("reconnectWindowMs", 60000) / 1000
