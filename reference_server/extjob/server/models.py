@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 STATUSES: tuple[JobStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
-FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
 def now_ms() -> int:
