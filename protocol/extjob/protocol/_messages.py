@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
@@ -78,21 +79,34 @@ def decode(line: bytes, direction: Direction = "worker") -> Message:
     JSON parsing by orjson, then the compiled schema of the message's own
     type. Only a failing line pays for a readable explanation.
     """
-    obj = parse_line(line)
-    return decode_object(obj, direction)
+    return decode_object(parse_line(line), direction)
+
+
+@cache
+def _validity_checks(direction: Direction) -> dict[str, Callable[[Any], bool]]:
+    """Message type -> the compiled schema's ``is_valid``, for the hot path."""
+    return {
+        type_: fast_validator(message_schema(direction, type_)).is_valid
+        for type_ in message_types(direction)
+    }
 
 
 def decode_object(obj: Any, direction: Direction = "worker") -> Message:
     """Validate an already parsed JSON value as a message."""
     if type(obj) is not dict:
         raise RemoteProtocolError("invalid_message", "FRAME-1", "a line must be a JSON object")
-    type_ = _type_of(obj, direction)
-    if not fast_validator(message_schema(direction, type_)).is_valid(obj):
-        problem = next(iter(_explain(obj, direction, type_)), Problem("MSG-1", None, "invalid"))
+    type_ = obj.get("type")
+    is_valid = _validity_checks(direction).get(type_) if type(type_) is str else None
+    if is_valid is None:  # missing, not a string, unknown or private: the slow path
+        schema_type = _type_of(obj, direction)
+        is_valid = fast_validator(message_schema(direction, schema_type)).is_valid
+    if not is_valid(obj):
+        schema_type = _type_of(obj, direction)
+        problem = next(iter(_explain(obj, direction, schema_type)), Problem("MSG-1", None, "bad"))
         raise RemoteProtocolError(
             "invalid_message", problem.requirement, problem.message, problem.field
         )
-    return message_of(obj)
+    return Message(type_, obj["jobId"], obj["timestamp"], obj.get("seq"), obj)
 
 
 def message_of(obj: Mapping[str, Any]) -> Message:
