@@ -106,7 +106,7 @@ def decode_object(obj: Any, direction: Direction = "worker") -> Message:
         raise RemoteProtocolError(
             "invalid_message", problem.requirement, problem.message, problem.field
         )
-    return Message(type_, obj["jobId"], obj["timestamp"], obj.get("seq"), obj)
+    return Message(obj["type"], obj["jobId"], obj["timestamp"], obj.get("seq"), obj)
 
 
 def message_of(obj: Mapping[str, Any]) -> Message:
