@@ -654,6 +654,8 @@ _extjob_start_agent() {
   : >"${_extjob_dir}/queue" || return 1
   _extjob_done=''
   _extjob_bodies=0
+  _extjob_posted=0
+  _extjob_settled=0
   _extjob_cancel_handler=''
   _extjob_cancel_called=''
   exec {_extjob_fd}>>"${_extjob_dir}/queue"
@@ -681,6 +683,7 @@ _extjob_send() {
   local type=$1 body=$2 size file
   [[ -z ${_extjob_done} ]] || return 0 # LIFE-4: nothing after the terminal
   if ((${#body} <= 1000)) || { ((${#body} <= 4000)) && _extjob_bytes_at_most "${body}" 4000; }; then
+    _extjob_wait_room
     _extjob_post M "${type} ${body}"
     return 0
   fi
@@ -692,7 +695,22 @@ _extjob_send() {
   fi
   file=${_extjob_dir}/body.${BASHPID}.$((++_extjob_bodies))
   printf '%s' "${body}" >"${file}"
+  _extjob_wait_room
   _extjob_post B "${type} ${size} ${file}"
+}
+
+# REPLAY-6 back-pressure: at most 10,000 of this shell's messages wait in
+# the agent for an acknowledgement; beyond that the job code waits. (While
+# disconnected, the agent drops the oldest logs once it holds 10,000, so
+# the job code goes on.)
+_extjob_wait_room() {
+  ((++_extjob_posted - _extjob_settled <= 10000)) && return 0
+  while :; do
+    { read -r _extjob_settled <"${_extjob_dir}/settled"; } 2>/dev/null || true
+    ((_extjob_posted - ${_extjob_settled:-0} <= 10000)) && return 0
+    # A sleep without a process, which ends early if the agent ends.
+    ! read -r -t 0.05 -u "${_extjob_done_fd}" _ || return 0
+  done
 }
 
 # Tells whether STRING is at most N bytes long.
@@ -809,6 +827,7 @@ _extjob_agent() {
   local _a_conn=0 _a_state=down _a_sock='' _a_pid='' _a_retry_at=0 _a_backoff=100
   local _a_hb=${_extjob_hb} _a_hb_at=0 _a_answer_at=0 _a_last_progress=0
   local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb='' _a_failed=''
+  local _a_taken=0 _a_settled=0
   local _a_replay='' _a_ext='' _a_now=0 _a_ts=0 _a_last_ts=0 _a_line _a_t _a_down_since
   [[ ${_extjob_features} == *' auth '* ]] && _a_ext=1
   [[ ${_extjob_features} == *' replay '* ]] && _a_replay=1
@@ -818,9 +837,12 @@ _extjob_agent() {
   while :; do
     _extjob_a_drain "${_a_queue}" _a_queue_partial
     _extjob_a_drain "${_a_srv}" _a_srv_partial
+    _extjob_a_flush
     _extjob_a_timers
     _extjob_a_should_exit && break
     _extjob_a_wait_time
+    # Byte by byte, as bash reads a pipe. (Not with -N: bash then buffers the
+    # pipe in the buffer its file reads share, and rewinds the queue file.)
     read -r -t "${_a_t}" -u "${_a_wake}" _a_line
   done
   _extjob_a_disconnect graceful
@@ -887,8 +909,18 @@ _extjob_a_timers() {
   else
     _a_hb_at=0
   fi
+  # TCP: the decoder ends at EOF (a Unix connection's reader says E itself).
+  if [[ ${_a_state} != down && ${_extjob_socket} == tcp://* ]] && ! kill -0 "${_a_pid}" 2>/dev/null; then
+    _extjob_a_lost
+  fi
   if [[ -z ${_a_ended} ]] && ! kill -0 "$$" 2>/dev/null; then
     _a_ended=gone # the job shell died without a word (SIGKILL)
+  fi
+  # Tell the job shell how many of its messages are settled (delivered or
+  # dropped), for its back-pressure.
+  if ((_a_taken - _a_count != _a_settled)); then
+    _a_settled=$((_a_taken - _a_count))
+    printf '%s\n' "${_a_settled}" >"${_extjob_dir}/settled"
   fi
 }
 
@@ -960,8 +992,12 @@ _extjob_a_event() {
   kind=${line%% *}
   rest=${line#* }
   case ${kind} in
-    M) _extjob_a_enqueue "${rest%% *}" "${rest#* }" ;;
+    M)
+      ((++_a_taken))
+      _extjob_a_enqueue "${rest%% *}" "${rest#* }"
+      ;;
     B) # type size file
+      ((++_a_taken))
       read -r type size file <<<"${rest}"
       _extjob_a_enqueue "${type}" '' "${file}" "${size}"
       ;;
@@ -1018,10 +1054,11 @@ _extjob_a_enqueue() {
     progress) _a_last_progress=${_a_id} ;;
     completed | failed) _a_ended=${type} ;;
   esac
-  if ((_a_count > 10000 || _a_bytes > 16777216)); then
+  # REPLAY-6: while away, drop the oldest logs; while connected the job
+  # shell holds back instead (_extjob_wait_room).
+  if [[ ${_a_state} != up ]] && ((_a_count >= 10000 || _a_bytes >= 16777216)); then
     _extjob_a_trim
   fi
-  _extjob_a_flush
 }
 
 # Writes queued message ID as one line on stdout.
@@ -1061,19 +1098,23 @@ _extjob_a_trim() {
 }
 
 # Writes, in order, every queued message not yet written on this connection.
+# (One redirection for the lot: it costs more than a short line.)
 _extjob_a_flush() {
-  [[ ${_a_state} == up ]] || return 0
-  local i
-  for ((i = _a_sent + 1; i <= _a_id; i++)); do
-    if [[ -n ${_a_ob[i]+x} ]]; then
-      if ! _extjob_a_emit "${i}" 2>/dev/null 1>&"${_a_sock}"; then
-        _extjob_a_lost # RECONNECT-2
-        return 0
+  [[ ${_a_state} == up ]] && ((_a_sent < _a_id)) || return 0
+  local i ok=1
+  {
+    for ((i = _a_sent + 1; i <= _a_id; i++)); do
+      if [[ -n ${_a_ob[i]+x} ]]; then
+        _extjob_a_emit "${i}" || {
+          ok=''
+          break
+        }
+        [[ -n ${_a_replay} ]] || _extjob_a_remove "${i}"
       fi
-      [[ -n ${_a_replay} ]] || _extjob_a_remove "${i}"
-    fi
-    _a_sent=${i}
-  done
+      _a_sent=${i}
+    done
+  } 2>/dev/null 1>&"${_a_sock}"
+  [[ -n ${ok} ]] || _extjob_a_lost # RECONNECT-2
 }
 
 # Writes one line; a failed write is a lost connection (RECONNECT-2).
@@ -1090,7 +1131,8 @@ _extjob_a_connect() {
   _a_state=connecting
   if [[ ${_extjob_socket} == tcp://* ]]; then
     if exec {_a_sock}<>"/dev/tcp/${_extjob_host}/${_extjob_port}"; then
-      _extjob_tcp_reader "${_a_conn}" <&"${_a_sock}" >>"${_extjob_dir}/server" &
+      # $! is jq itself: the agent stops it, and notices when it ends (EOF).
+      _extjob_decode "${_a_conn}" <&"${_a_sock}" >>"${_extjob_dir}/server" &
       _a_pid=$!
       _extjob_a_connected
     else
@@ -1189,7 +1231,7 @@ _extjob_a_disconnect() {
   fi
   if [[ -n ${_a_pid} ]]; then
     if [[ ${_extjob_socket} == tcp://* ]]; then
-      kill -TERM "${_a_pid}" 2>/dev/null # the reader; it stops its jq
+      kill -TERM "${_a_pid}" 2>/dev/null # jq, which holds the socket too
     elif [[ ${1:-} != graceful ]]; then
       kill -KILL "${_a_pid}" 2>/dev/null # socat; its reader then sees EOF
     fi
@@ -1219,16 +1261,6 @@ _extjob_decode() {
 # The Unix connection's reader: events until socat closes, then E.
 _extjob_reader() {
   (_extjob_decode "$1")
-  printf 'E %s\n' "$1"
-}
-
-# The TCP connection's reader: events until EOF, then E; SIGTERM stops it.
-_extjob_tcp_reader() {
-  local decoder
-  trap 'kill "${decoder}" 2>/dev/null' TERM
-  _extjob_decode "$1" <&0 &
-  decoder=$!
-  wait "${decoder}"
   printf 'E %s\n' "$1"
 }
 

@@ -706,7 +706,7 @@ def test_replay_6_full_buffer_drops_the_oldest_logs_and_says_so(
     worker = run_worker(job, payload(peer), env=env)
     peer.stop()  # away before the job starts: nothing is acknowledged
     flags["AWAY"].touch()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not flags["QUEUED"].exists():
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -806,3 +806,26 @@ def test_trans_1_bracketed_ipv6_address(run_worker):
         assert types(check_stream(peer)) == ["started", "progress", "completed"]
     finally:
         peer.stop()
+
+
+def test_replay_6_full_buffer_while_connected_holds_the_job_code_back(
+    make_peer, run_worker, script, tmp_path
+):
+    peer = make_peer()
+    peer.ack = False  # connected, but nothing is acknowledged for now
+    queued = tmp_path / "queued"
+    job = script(
+        "job_init\n"
+        'for ((i = 1; i <= 10100; i++)); do job_info "l $i"; done\n'
+        'touch "$QUEUED"\n'
+        "job_complete"
+    )
+    worker = run_worker(job, payload(peer), env={"QUEUED": str(queued)})
+    peer.wait_type("log", 9999, timeout=60)  # the buffer holds 10,000 (with started)
+    time.sleep(0.5)
+    assert not queued.exists()  # held back, not dropping logs
+    peer.ack = True
+    peer.send({"type": "ack", "seq": max(m["seq"] for m in peer.messages("log"))})
+    assert worker.wait(120) == 0
+    logs = {m["seq"]: m["message"] for m in check_stream(peer) if m["type"] == "log"}
+    assert sorted(logs.values(), key=lambda t: int(t[2:])) == [f"l {i}" for i in range(1, 10101)]
