@@ -829,3 +829,13 @@ def test_replay_6_full_buffer_while_connected_holds_the_job_code_back(
     assert worker.wait(120) == 0
     logs = {m["seq"]: m["message"] for m in check_stream(peer) if m["type"] == "log"}
     assert sorted(logs.values(), key=lambda t: int(t[2:])) == [f"l {i}" for i in range(1, 10101)]
+
+
+@pytest.mark.parametrize("scenario", ["complete", "fail", "crash"])
+def test_no_files_left_behind(make_peer, run_worker, tmp_path, scenario):
+    peer = make_peer()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    worker = run_worker(FIXTURE, payload(peer, fixture(scenario)), env={"TMPDIR": str(tmp)})
+    worker.wait()
+    assert list(tmp.iterdir()) == []  # the agent removed its directory
