@@ -29,7 +29,7 @@ CAUGHT_BY = {
     "exit-0-after-fail": ("core/lifecycle/fail", "EXIT-2"),
     "linger": ("core/lifecycle/complete", "EXIT-3"),
     "seconds-timestamp": ("core/lifecycle/complete", "MSG-1"),
-    "bad-escaping": ("core/framing/escaping", "FRAME-3"),
+    "bad-escaping": ("core/framing/escaping", "FRAME-2"),
     "stdout-noise": ("core/lifecycle/complete", "FIX-3"),
     "no-env": ("core/payload/env", "ENV-2"),
     "connect-on-bad-payload": ("core/payload/malformed", "PAY-6"),

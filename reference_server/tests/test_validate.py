@@ -49,7 +49,7 @@ def test_each_problem_is_one_line_with_file_line_requirement_and_field() -> None
     assert result.stdout.splitlines()[:5] == [
         f"{path}:1: STREAM-2: type: first message is 'heartbeat', not started",
         f"{path}:3: MSG-4: percent: 150 is greater than the maximum of 100",
-        f"{path}:4: FRAME-3: not valid JSON: unexpected control character in string: "
+        f"{path}:4: FRAME-2: not valid JSON: unexpected control character in string: "
         "line 1 column 77 (char 76)",
         f"{path}:5: STREAM-1: jobId: 'job_other'; stream is 'job_7f3a9c'",
         f"{path}:7: STREAM-3: type: 'heartbeat' after the terminal message",
@@ -111,7 +111,7 @@ def test_garbage_gets_an_error_per_line_and_the_rest_is_still_checked(tmp_path: 
         + line("completed", 4)
         + line("heartbeat", 5)
     )
-    assert findings(path) == [(2, "FRAME-3"), (3, "FRAME-3"), (6, "MSG-4"), (8, "STREAM-3")]
+    assert findings(path) == [(2, "FRAME-2"), (3, "FRAME-2"), (6, "MSG-4"), (8, "STREAM-3")]
 
 
 def test_a_100_mb_line_is_one_error_and_the_next_lines_are_checked(tmp_path: Path) -> None:

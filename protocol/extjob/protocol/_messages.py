@@ -42,12 +42,23 @@ class Message:
         return self.seq is not None
 
 
+#: Parser complaints that mean the sender broke FRAME-2 (escaping, UTF-8)
+#: rather than FRAME-1 (one JSON object per line).
+_ESCAPING_FAULTS = ("control character", "surrogate", "UTF-8")
+
+
 def parse_line(line: bytes) -> Any:
-    """Strict JSON (FRAME-1..3): no NaN, no lone surrogates, valid UTF-8 only."""
+    """Strict JSON (FRAME-1, FRAME-2): no NaN, no lone surrogates, valid UTF-8 only.
+
+    The requirement named is the sender's rule that the line broke, so that a
+    report tells the wrapper author what to fix.
+    """
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise RemoteProtocolError("invalid_json", "FRAME-3", f"not valid JSON: {exc}") from exc
+        fault = str(exc)
+        rule = "FRAME-2" if any(word in fault for word in _ESCAPING_FAULTS) else "FRAME-1"
+        raise RemoteProtocolError("invalid_json", rule, f"not valid JSON: {fault}") from exc
 
 
 def _type_of(obj: dict[str, Any], direction: Direction) -> str | None:
