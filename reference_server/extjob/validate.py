@@ -140,7 +140,7 @@ class Validator:
         for index, (number, line) in enumerate(batch):
             if index in bad:
                 problems = [bad[index]]
-            elif not (problems := check(message_of(parse_line(line)))):
+            elif not (problems := check(message_of(parse_line(line)), line)):
                 continue  # the common case, kept cheap
             findings += [Finding(source, number, problem) for problem in problems]
 

@@ -39,15 +39,18 @@ class LineBuffer:
         return self._skipping or len(self._partial)
 
     def feed(self, data: bytes) -> list[bytes | OversizedLine]:
-        lines: list[bytes | OversizedLine] = []
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                self._hold(data[start:])
-                return lines
-            lines.append(self._finish(data[start:end]))
-            start = end + 1
+        pieces = data.split(b"\n")
+        rest = pieces.pop()  # what follows the last newline: an incomplete line
+        if pieces:
+            first = self._finish(pieces[0])  # completes what was held before
+            limit = self.max_line_bytes
+            lines = [first] + [
+                self._finish(p) if len(p) > limit or p.endswith(b"\r") else p for p in pieces[1:]
+            ]
+        else:
+            lines = []
+        self._hold(rest)
+        return lines
 
     def _hold(self, chunk: bytes) -> None:
         if self._skipping:

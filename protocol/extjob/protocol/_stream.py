@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import orjson
 
 from ._errors import RemoteProtocolError
@@ -12,10 +9,11 @@ from ._messages import SEQUENCED_TYPES, Message
 from ._schemas import Problem
 from ._state import TRANSITIONS, Attempt, AttemptState
 
-#: How many recorded messages back a replay is compared with its original
-#: (STREAM-4). Replays reach back only to unacknowledged messages, a short
-#: way; the bound keeps a capture of millions of lines in bounded memory.
+#: How far back a replay is compared with its original (STREAM-4), in
+#: messages and in bytes. Replays reach back only to unacknowledged messages,
+#: a short way; the bounds keep a capture of millions of lines in bounded memory.
 REPLAY_WINDOW = 65_536
+REPLAY_WINDOW_BYTES = 64 * 1024 * 1024
 
 _RUNNING = AttemptState.RUNNING
 #: Types that leave a running attempt running: the common case, checked
@@ -40,11 +38,14 @@ class StreamChecker:
         self._sequenced: bool | None = None  # STREAM-6: set by the first sequenced type
         self._connection_seq = 0  # the last seq since the latest hello
         self._max_seq = 0
-        self._digests: dict[int, int] = {}  # seq -> digest of the first body, for replays
+        self._firsts: dict[int, bytes] = {}  # seq -> its first line, for replays
+        self._firsts_size = 0
         self._last_sequenced_time = 0
         self._last_unsequenced_time = 0
 
-    def check(self, msg: Message) -> list[Problem]:
+    def check(self, msg: Message, line: bytes | None = None) -> list[Problem]:
+        """The problems ``msg`` causes; ``line``, its raw bytes if at hand,
+        saves re-encoding it to compare a later replay."""
         self._count += 1
         attempt = self._attempt
         if attempt is None:
@@ -72,8 +73,8 @@ class StreamChecker:
                 return [Problem("STREAM-4", "seq", f"{seq} {after}")]
             self._connection_seq = seq
             if seq <= self._max_seq:
-                return self._check_replay(msg)
-            self._remember(msg)
+                return self._check_replay(msg, line)
+            self._remember(msg, line)
             problems = self._check_time(msg.timestamp, "_last_sequenced_time")
 
         if attempt.state is _RUNNING and msg.type in _STAY_RUNNING:
@@ -85,20 +86,25 @@ class StreamChecker:
             return [Problem("STREAM-2", None, "empty stream: no message at all")]
         return []
 
-    def _remember(self, msg: Message) -> None:
+    def _remember(self, msg: Message, line: bytes | None) -> None:
         assert msg.seq is not None  # only sequenced messages are replayed
         self._max_seq = msg.seq
-        self._digests[msg.seq] = _digest(msg.body)
-        if len(self._digests) >= 2 * REPLAY_WINDOW:
-            oldest = msg.seq - REPLAY_WINDOW
-            self._digests = {s: d for s, d in self._digests.items() if s > oldest}
+        first = line if line is not None else orjson.dumps(msg.body)
+        self._firsts[msg.seq] = first
+        self._firsts_size += len(first)
+        if len(self._firsts) > 2 * REPLAY_WINDOW or self._firsts_size > REPLAY_WINDOW_BYTES:
+            kept = list(self._firsts.items())[-REPLAY_WINDOW:]  # in seq order: oldest first
+            while len(kept) > 1 and sum(len(f) for _, f in kept) > REPLAY_WINDOW_BYTES // 2:
+                kept = kept[len(kept) // 2 :]
+            self._firsts = dict(kept)
+            self._firsts_size = sum(len(f) for _, f in kept)
 
-    def _check_replay(self, msg: Message) -> list[Problem]:
+    def _check_replay(self, msg: Message, line: bytes | None) -> list[Problem]:
         assert msg.seq is not None  # a replay has a seq by definition
-        first = self._digests.get(msg.seq)
-        if first is not None and first != _digest(msg.body):
-            return [Problem("STREAM-4", "seq", f"replay of seq {msg.seq} differs from the first")]
-        return _NO_PROBLEMS
+        first = self._firsts.get(msg.seq)
+        if first is None or first == line or orjson.loads(first) == msg.body:
+            return _NO_PROBLEMS
+        return [Problem("STREAM-4", "seq", f"replay of seq {msg.seq} differs from the first")]
 
     def _check_time(self, timestamp: int, last: str) -> list[Problem]:
         previous: int = getattr(self, last)
@@ -118,9 +124,3 @@ class StreamChecker:
         if verdict.tolerated:
             return [Problem("STREAM-2", "type", f"{msg.type!r} before started (LIFE-1)")]
         return []
-
-
-def _digest(body: Mapping[str, Any]) -> int:
-    """Equal bodies, equal digests, whatever their key order (a plain int
-    keeps the window out of the garbage collector's way)."""
-    return hash(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
