@@ -657,7 +657,9 @@ _extjob_start_agent() {
   _extjob_posted=0
   _extjob_settled=0
   _extjob_cancel_handler=''
-  _extjob_cancel_called=''
+  _extjob_cancel_calls=0
+  _extjob_outcome=''
+  _extjob_shell=${BASHPID}
   exec {_extjob_fd}>>"${_extjob_dir}/queue"
   # Started twice removed, so that a plain `wait` in the job script does not
   # wait for the agent too.
@@ -726,6 +728,10 @@ _extjob_post() {
 }
 
 # Sends a terminal message, waits for the agent to deliver it and exits.
+# A terminal call made from a trap (a cancel handler) while another is under
+# way sends nothing more, or a duplicate the agent drops (LIFE-4): either
+# way it waits for the first, and the exit status follows the terminal
+# message the agent took (EXIT-2), whichever call sent it.
 # (No bare `return` on this path: in an EXIT trap it would return the
 # status the script died with.)
 _extjob_terminal() {
@@ -733,23 +739,31 @@ _extjob_terminal() {
   set +o errexit +o errtrace # the shell ends here; nothing may stop that
   trap - ERR
   _extjob_send "${type}" "${body}"
-  _extjob_done=${type}
+  _extjob_done=${_extjob_done:-${type}}
   _extjob_finish
+  case ${_extjob_outcome} in
+    completed) exit 0 ;;
+    failed) exit 1 ;;
+  esac
   exit "${status}"
 }
 
 # Closes the pipe to the agent and waits until it has delivered (or spooled)
-# everything (EXIT-3).
+# everything (EXIT-3); sets _extjob_outcome to the terminal message it took.
+# Safe to call again from a trap that interrupts it (closing twice is fine).
 _extjob_finish() {
   exec {_extjob_fd}>&- {_extjob_wake_fd}>&-
-  read -r -u "${_extjob_done_fd}" _ || true
+  read -r -u "${_extjob_done_fd}" _extjob_outcome 2>/dev/null || true
   exec {_extjob_done_fd}<&-
   return 0
 }
 
+# The EXIT trap. Bash keeps it in the child it forks for a background
+# command until that child execs, and runs it there if the child is killed
+# first (`sleep "$(...)" &` then `kill $!`): such a child must not end the job.
 _extjob_on_exit() {
   local status=$1
-  [[ -z ${_extjob_done} ]] || return 0
+  [[ -z ${_extjob_done} && ${BASHPID} == "${_extjob_shell}" ]] || return 0
   set +o errexit +o errtrace
   trap - ERR
   if [[ -n ${_extjob_handler:-} && ${status} != 0 ]]; then
@@ -787,8 +801,9 @@ _extjob_cancel_signal() {
   if [[ $1 == TERM && ! -e ${_extjob_dir}/cancel ]]; then
     printf 'signal\n' >"${_extjob_dir}/cancel"
   fi
-  if [[ -z ${_extjob_cancel_called} && -n ${_extjob_cancel_handler} ]]; then
-    _extjob_cancel_called=1
+  # One command that counts and tests: a trap between the two cannot run
+  # the handler a second time.
+  if [[ -n ${_extjob_cancel_handler} ]] && ((++_extjob_cancel_calls == 1)); then
     "${_extjob_cancel_handler}"
   fi
 }
@@ -847,7 +862,7 @@ _extjob_agent() {
   done
   _extjob_a_disconnect graceful
   rm -rf "${_extjob_dir}"
-  printf 'done\n' >&"${_a_done}"
+  printf '%s\n' "${_a_ended}" >&"${_a_done}" # completed, failed, exit or gone
 }
 
 # Sets _a_now to the wall clock in milliseconds.
@@ -1002,7 +1017,10 @@ _extjob_a_event() {
       _extjob_a_enqueue "${type}" '' "${file}" "${size}"
       ;;
     X) [[ -n ${_a_ended} ]] || _a_ended='exit' ;;
-    H) _a_cancel_cb=1 ;;
+    H) # a cancel taken before this still reaches the handler
+      _a_cancel_cb=1
+      [[ -e ${_extjob_dir}/cancel ]] && kill -USR1 "$$" 2>/dev/null
+      ;;
     C | E | W | A | K | R)
       conn=${rest%% *}
       ((conn == _a_conn)) || return 0

@@ -83,10 +83,14 @@ on_cancel() {
 }
 
 scenario_cancel() {
-  job_on_cancel on_cancel
-  # `wait` returns as soon as the cancel trap fires; `sleep` alone would not.
-  sleep "$(job_data_get '(.ms // 30000) / 1000')" &
+  local seconds
+  seconds=$(job_data_get '(.ms // 30000) / 1000')
+  # The sleeper runs before the handler is registered, so that the handler
+  # can always stop it. `wait` returns as soon as the cancel trap fires;
+  # `sleep` alone would not.
+  sleep "${seconds}" &
   sleeper=$!
+  job_on_cancel on_cancel
   wait "${sleeper}"
   job_cancel_requested && job_fail "cancelled"
   JOB_RESULT='{"cancelled": false}'

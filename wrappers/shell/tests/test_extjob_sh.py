@@ -545,6 +545,56 @@ def test_cancel_3_sigterm_counts_as_cancel_with_a_handler(make_peer, run_worker,
     assert peer.messages("failed")[0]["error"] == "stopped: signal"
 
 
+def test_cancel_3_handler_and_main_flow_both_fail_while_a_child_is_killed(
+    make_peer, run_worker, script
+):
+    """The handler kills a background child that bash has forked but not yet
+    exec'd (it is still expanding its argument): bash runs the job shell's
+    EXIT trap in that child. It must not end the job, or the agent drops the
+    `failed` both the handler and the main flow send (LIFE-4)."""
+    peer = make_peer()
+    job = script(
+        'on_cancel() { kill "$sleeper"; wait "$sleeper"; job_fail "cancelled"; }\n'
+        "job_init\n"
+        "job_on_cancel on_cancel\n"
+        'sleep "$(exec 2>/dev/null; sleep 5; echo 30)" &\n'
+        "sleeper=$!\n"
+        "job_info ready\n"
+        'wait "$sleeper"\n'
+        'job_cancel_requested && job_fail "cancelled"'
+    )
+    worker = run_worker(job, payload(peer))
+    peer.wait_type("log")  # the child is in its 5 s expansion
+    peer.send({"type": "cancel", "reason": "requested", "deadlineMs": 10000})
+    assert worker.wait() == 1
+    assert [m["error"] for m in peer.messages("failed")] == ["cancelled"]
+    assert types(check_stream(peer))[-1] == "failed"
+
+
+def test_exit_2_fail_from_a_cancel_handler_while_complete_waits_for_its_ack(
+    make_peer, run_worker, script, tmp_path
+):
+    """A terminal call from a trap while another one waits for its ack sends
+    nothing more, waits for the first, and exits as the message delivered."""
+    peer = make_peer()
+    peer.ack = False
+    entered = tmp_path / "handler-entered"
+    job = script(
+        'on_cancel() { : >"$ENTERED"; job_fail "cancelled"; }\n'
+        "job_init\n"
+        "job_on_cancel on_cancel\n"
+        """job_complete '{"done": true}'"""
+    )
+    worker = run_worker(job, payload(peer), env={"ENTERED": str(entered)})
+    peer.wait_type("completed")  # job_complete now waits for the ack
+    peer.send({"type": "cancel", "reason": "requested", "deadlineMs": 10000})
+    peer.wait_for(entered.exists)
+    peer.ack = True
+    peer.send({"type": "ack", "seq": peer.messages("completed")[0]["seq"]})
+    assert worker.wait() == 0
+    assert types(check_stream(peer)) == ["hello", "started", "completed"]
+
+
 def test_ctrl_6_unknown_and_broken_server_lines_are_ignored(make_peer, run_worker):
     peer = make_peer()
     worker = run_worker(FIXTURE, payload(peer, fixture("logs", count=5, intervalMs=150)))
