@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -19,12 +18,13 @@ TERMINAL_TYPES = frozenset({"completed", "failed"})
 SEQUENCED_TYPES = frozenset({"started", "progress", "log", "checkpoint", "completed", "failed"})
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One decoded, schema-valid message.
 
     ``body`` is the whole JSON object as received, unknown fields included
     (MSG-2), so that nothing is lost when a server stores or forwards it.
+    Immutable; a named tuple because one is made for every line a server
+    reads, and it is made three times faster than a frozen dataclass.
     """
 
     type: str

@@ -54,6 +54,14 @@ class Verdict:
     tolerated: str | None = None
 
 
+# Verdicts are immutable, so the common ones are made once: receive() runs
+# for every message the server reads (its hot path).
+_RECORD = Verdict("record")
+_LIVENESS = Verdict("liveness")
+_DUPLICATE = Verdict("duplicate")
+_RECONNECT = Verdict("reconnect")
+
+
 class Attempt:
     """The receiving side's view of one attempt of one job.
 
@@ -82,9 +90,9 @@ class Attempt:
                 "jobId",
             )
         if msg.type.startswith("x-"):
-            return Verdict("liveness")  # MSG-2
+            return _LIVENESS  # MSG-2
         if msg.seq is not None and msg.seq <= self.last_seq:
-            return Verdict("duplicate")
+            return _DUPLICATE
         if self.replay and msg.seq is None and msg.type in SEQUENCED_TYPES:
             raise RemoteProtocolError("invalid_message", "REPLAY-1", "missing with replay", "seq")
 
@@ -100,11 +108,11 @@ class Attempt:
         if msg.type == "started" and self.state is AttemptState.RUNNING:
             if msg.seq is not None:
                 raise RemoteProtocolError("out_of_order", "LIFE-1", "a second started", "type")
-            return Verdict("reconnect")
+            return _RECONNECT
 
         self.state = row[msg.type]
         if msg.seq is not None:
             self.last_seq = msg.seq
         if msg.type in ("heartbeat", "hello"):
-            return Verdict("liveness", tolerated)
-        return Verdict("record", tolerated)
+            return Verdict("liveness", tolerated) if tolerated else _LIVENESS
+        return Verdict("record", tolerated) if tolerated else _RECORD

@@ -165,7 +165,10 @@ class Run:
         self.ever_connected = True
 
     def receive(self, peer: Peer, messages: list[Message]) -> None:
-        """Apply one read's worth of messages: record, then ack, then emit (REPLAY-2)."""
+        """Apply one read's worth of messages: record, then ack, then emit (REPLAY-2).
+
+        Progress events alone may go out before the record (``_emit_progress``).
+        """
         self.touch()
         self.metrics.messages_received += len(messages)
         self.wants_progress = self.server.events.wants("job.external.progress")
@@ -233,18 +236,9 @@ class Run:
         body = message.body
         kind = message.type
         if kind == "progress":  # the hot path: keep it lean
-            batch.progress = (body["percent"], body.get("message"), body.get("data"))
+            progress = batch.progress = (body["percent"], body.get("message"), body.get("data"))
             if self.wants_progress:
-                events.append(
-                    (
-                        "job.external.progress",
-                        {
-                            "percent": body["percent"],
-                            "message": body.get("message"),
-                            "data": body.get("data"),
-                        },
-                    )
-                )
+                self._emit_progress(progress, events)
         elif kind == "log":
             entry = NewLog(
                 message.timestamp, body["level"], body["message"], body.get("data"), "worker"
@@ -257,6 +251,20 @@ class Run:
             batch.checkpoint = (body["data"],)
         elif message.is_terminal:
             batch.terminal = dict(body)
+
+    def _emit_progress(
+        self, progress: tuple[Any, Any, Any], events: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Progress is not part of the exactly-once record, so its event need
+        not wait for the commit: emitted at once, it reaches subscribers
+        without the store's latency. Behind an event of this read that waits
+        for the commit (a log, started), it waits too, to keep the order."""
+        percent, message, data = progress
+        event = {"percent": percent, "message": message, "data": data}
+        if events:
+            events.append(("job.external.progress", event))
+        else:
+            self.server.emit("job.external.progress", self, event)
 
     def commit(self, batch: Batch) -> bool:
         """Store a batch of the server's own making (output lines, notes) right away."""
