@@ -41,10 +41,11 @@ from aiohttp import web
 
 KEEPALIVE_SECONDS = 15.0
 WRITE_BUFFER_LIMIT = 4 * 1024 * 1024
-# At most one write per stream per interval: under a flood of events a
-# hundred streams cost a few hundred writes a second, not a hundred per event;
-# a lone event is written at once.
-MIN_FLUSH_INTERVAL = 0.002
+# The pause after a flush, as a share of the time that flush took: writing
+# to the streams takes at most half of the loop, so under a flood of events
+# to many streams batches grow instead of the backlog; with few streams the
+# pause is microseconds and every read of a worker's socket is written at once.
+FLUSH_PAUSE_RATIO = 1.0
 
 Snapshot = Callable[[], Awaitable[Mapping[str, Any] | None]]
 
@@ -75,7 +76,7 @@ class EventHub:
         self._last = 0
         self._live: set[_Live] = set()
         self._flush_scheduled = False
-        self._flushed_at = 0.0
+        self._next_flush_at = 0.0
         self.closed = False
         self.published = 0
 
@@ -159,11 +160,17 @@ class EventHub:
         if self._live and not self._flush_scheduled:
             self._flush_scheduled = True
             loop = asyncio.get_running_loop()
-            loop.call_at(max(loop.time(), self._flushed_at + MIN_FLUSH_INTERVAL), self._flush)
+            loop.call_at(max(loop.time(), self._next_flush_at), self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._flushed_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._write_all()
+        ended = loop.time()
+        self._next_flush_at = ended + (ended - started) * FLUSH_PAUSE_RATIO
+
+    def _write_all(self) -> None:
         # Streams at the same point get the same bytes: frame them once.
         chunks: dict[tuple[int, str | None], bytes | None] = {}
         for live in tuple(self._live):
