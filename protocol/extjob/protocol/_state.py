@@ -20,6 +20,11 @@ class AttemptState(enum.Enum):
     RUNNING = "running"
     FINISHED = "finished"  # a terminal message was recorded
 
+    # Members are singletons compared by identity, so identity hashing is
+    # exact; Enum's own __hash__ is Python code, and receive() looks the
+    # state up in TRANSITIONS for every message.
+    __hash__ = object.__hash__
+
 
 _LIVE = {"progress", "log", "heartbeat", "checkpoint", "hello"}
 
