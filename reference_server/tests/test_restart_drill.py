@@ -73,26 +73,7 @@ def enqueue(store: SQLiteStore, name: str, data: object, index: int) -> str:
     now = int(time.time() * 1000)
     job_id = f"j_drill{index:04d}"
     store.create(
-        Job(
-            job_id,
-            name,
-            data,
-            "pending",
-            0,
-            1,
-            0,
-            now,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            now,
-            None,
-            None,
-        )
+        Job.pending(job_id, name, data, max_attempts=1, priority=0, run_at=now, created_at=now)
     )
     return job_id
 

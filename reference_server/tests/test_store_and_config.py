@@ -31,26 +31,7 @@ def test_claims_are_atomic_across_processes(short_tmp: Path):
     ids = [f"j_{i:04d}" for i in range(400)]
     for job_id in ids:
         store.create(
-            Job(
-                job_id,
-                "x",
-                {},
-                "pending",
-                0,
-                1,
-                0,
-                0,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                0,
-                None,
-                None,
-            )
+            Job.pending(job_id, "x", {}, max_attempts=1, priority=0, run_at=0, created_at=0)
         )
     queue: multiprocessing.Queue = multiprocessing.Queue()
     procs = [

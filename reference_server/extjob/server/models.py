@@ -43,6 +43,34 @@ class Job:
     finished_at: int | None
     checkpoint: Any = None
 
+    @classmethod
+    def pending(
+        cls,
+        job_id: str,
+        name: str,
+        data: Any,
+        *,
+        max_attempts: int,
+        priority: int,
+        run_at: int,
+        created_at: int,
+    ) -> Job:
+        """A job just enqueued: nothing has run, nothing is known yet."""
+        return cls(
+            job_id,
+            name,
+            data,
+            "pending",
+            0,
+            max_attempts,
+            priority,
+            run_at,
+            *(None,) * 7,  # progress, result, error, stack, pid
+            created_at,
+            None,
+            None,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The job as a JSON object with camelCase keys (as on the wire)."""
         return {

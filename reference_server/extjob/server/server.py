@@ -182,25 +182,14 @@ class JobServer:
             )
         job_id = f"j_{secrets.token_hex(8)}"
         self.store.create(
-            Job(
+            Job.pending(
                 job_id,
                 name,
                 data,
-                "pending",
-                0,
-                max_attempts,
-                priority,
-                due,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                created,
-                None,
-                None,
+                max_attempts=max_attempts,
+                priority=priority,
+                run_at=due,
+                created_at=created,
             )
         )
         self._wake.set()
