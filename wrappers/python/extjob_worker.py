@@ -34,12 +34,10 @@ server; with ``auth`` and a token it says ``hello`` and uses what was offered.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
 import os
-import random
 import re
 import selectors
 import signal
@@ -47,12 +45,10 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import FrameType, TracebackType
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NamedTuple, NoReturn
 
 __all__ = [
     "IMPLEMENTED_FEATURES",
@@ -111,8 +107,7 @@ class ConnectError(OSError):
 # --------------------------------------------------------------------------- payload
 
 
-@dataclass(frozen=True)
-class Payload:
+class Payload(NamedTuple):  # not a dataclass: importing dataclasses costs a job 5 ms at start
     """The job as the server described it on standard input (SPEC.md section 2)."""
 
     job_id: str
@@ -288,6 +283,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _stack_text(exc: BaseException) -> str:
+    import traceback  # loaded when a job fails, not at every start
+
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
@@ -614,6 +611,8 @@ class _Link:
 
     def _retry_later(self, *, first: bool) -> None:
         """RECONNECT-1: wait 100 ms, then twice the previous wait up to 2000 ms, plus jitter."""
+        import random  # only a worker that lost its server pays for it
+
         if first or not self._delay:
             self._delay = RECONNECT_FIRST_S
         else:
@@ -1205,6 +1204,8 @@ class Job:
 
     async def wait_for_cancel_async(self) -> str:
         """Await a cancel request without blocking the event loop; returns its reason."""
+        import asyncio  # only async job code pays for it: a third of a sync worker's start-up
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
 
@@ -1301,6 +1302,8 @@ async def run_job_async(
     """Like :func:`run_job` for an ``async def`` handler; connecting and the final
     wait happen on a worker thread, so the event loop never blocks on the socket.
     """
+    import asyncio  # already loaded by whoever runs this coroutine; not at module level
+
     job = await asyncio.get_running_loop().run_in_executor(None, _started_job, stdin, environ)
     try:
         result = handler(job)
