@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
-from extjob.protocol import Attempt, AttemptState, RemoteProtocolError, decode_object
+from extjob.protocol import Attempt, AttemptState, RemoteProtocolError, Verdict, decode_object
 
 
 def msg(type_: str, job_id: str = "j", **fields: Any) -> Any:
     return decode_object({"type": type_, "jobId": job_id, "timestamp": 1, **fields})
 
 
-def started_attempt(**kwargs: Any) -> Attempt:
-    attempt = Attempt("j", **kwargs)
-    attempt.receive(msg("started", **({"seq": 1} if kwargs.get("replay") else {})))
+def started_attempt(replay: bool | None = None) -> Attempt:
+    attempt = Attempt("j")
+    attempt.receive(msg("started", **({"seq": 1} if replay else {})), replay)
     return attempt
 
 
@@ -30,10 +30,14 @@ def test_started_moves_a_spawned_attempt_to_running() -> None:
     assert attempt.state is AttemptState.RUNNING
 
 
-def test_life_2_a_heartbeat_before_started_is_tolerated() -> None:
+def test_life_2_a_heartbeat_before_started_is_tolerated_and_started_still_counts() -> None:
     attempt = Attempt("j")
     verdict = attempt.receive(msg("heartbeat"))
     assert (verdict.action, verdict.tolerated) == ("liveness", "LIFE-2")
+    # The tolerated heartbeat does not stand in for started (SRV-2): the
+    # real started is recorded, not taken for a v1 reconnect.
+    assert attempt.state is AttemptState.SPAWNED
+    assert attempt.receive(msg("started")) == Verdict("record")
     assert attempt.state is AttemptState.RUNNING
 
 
@@ -45,7 +49,7 @@ def test_life_3_a_v1_started_again_is_a_reconnect() -> None:
 def test_life_1_a_second_sequenced_started_is_rejected() -> None:
     attempt = started_attempt(replay=True)
     with pytest.raises(RemoteProtocolError) as raised:
-        attempt.receive(msg("started", seq=2))
+        attempt.receive(msg("started", seq=2), replay=True)
     assert raised.value.requirement == "LIFE-1"
 
 
@@ -73,18 +77,26 @@ def test_srv_5_a_message_for_another_job_is_rejected_and_changes_nothing() -> No
 
 def test_replay_5_a_seq_already_recorded_is_a_duplicate_even_after_the_end() -> None:
     attempt = started_attempt(replay=True)
-    assert attempt.receive(msg("log", seq=2, level="info", message="a")).action == "record"
-    assert attempt.receive(msg("log", seq=2, level="info", message="a")).action == "duplicate"
-    assert attempt.receive(msg("completed", seq=5)).action == "record"
-    assert attempt.receive(msg("completed", seq=5)).action == "duplicate"
+    log = msg("log", seq=2, level="info", message="a")
+    assert attempt.receive(log, replay=True).action == "record"
+    assert attempt.receive(log, replay=True).action == "duplicate"
+    assert attempt.receive(msg("completed", seq=5), replay=True).action == "record"
+    assert attempt.receive(msg("completed", seq=5), replay=True).action == "duplicate"
     assert attempt.last_seq == 5
 
 
 def test_replay_1_with_replay_a_sequenced_type_without_seq_is_rejected() -> None:
     attempt = started_attempt(replay=True)
     with pytest.raises(RemoteProtocolError) as raised:
-        attempt.receive(msg("log", level="info", message="a"))
+        attempt.receive(msg("log", level="info", message="a"), replay=True)
     assert raised.value.requirement == "REPLAY-1"
+
+
+def test_neg_2_without_replay_on_the_connection_seq_means_nothing() -> None:
+    attempt = started_attempt()
+    log = msg("log", seq=1_000_000, level="info", message="a")
+    assert attempt.receive(log, replay=False).action == "record"
+    assert attempt.last_seq == 0  # a later seq 1 of a replay connection still counts
 
 
 def test_msg_2_private_types_only_show_liveness() -> None:

@@ -22,10 +22,10 @@ place.
 """
 
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._features import FEATURES, negotiate
 from ._framing import LineBuffer, OversizedLine, encode
+from ._kinds import KINDS, SEQUENCED_TYPES, TERMINAL_TYPES, Kind
 from ._messages import (
-    SEQUENCED_TYPES,
-    TERMINAL_TYPES,
     Message,
     ack,
     cancel,
@@ -38,7 +38,18 @@ from ._messages import (
     validate_payload,
     welcome,
 )
+from ._outcome import Exit, Outcome, Retry, describe_exit, heartbeat_timeout, outcome, timed_out
+from ._payload import (
+    ENV_NAMES,
+    ENV_PREFIXES,
+    ENV_TCP_PORT,
+    ENV_VARS,
+    Extensions,
+    build_payload,
+    worker_environment,
+)
 from ._schemas import SCHEMA_DIR, Problem, message_types
+from ._server import Binding, Intake, ServerAttempt, ServerConnection, Silence
 from ._state import TRANSITIONS, Attempt, AttemptState, Verdict
 from ._stream import StreamChecker
 from ._timing import (
@@ -50,10 +61,10 @@ from ._timing import (
     DEFAULT_RECONNECT_WINDOW_MS,
     DEFAULT_RETRY_BACKOFF_MS,
     EXIT_AFTER_TERMINAL_MS,
-    FEATURES,
     MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
     V1_HEARTBEAT_INTERVAL_MS,
+    exit_grace_ms,
     heartbeat_interval_ms,
     reconnect_delays_ms,
     retry_delay_ms,
@@ -69,8 +80,13 @@ __all__ = [
     "DEFAULT_MAX_RETRY_BACKOFF_MS",
     "DEFAULT_RECONNECT_WINDOW_MS",
     "DEFAULT_RETRY_BACKOFF_MS",
+    "ENV_NAMES",
+    "ENV_PREFIXES",
+    "ENV_TCP_PORT",
+    "ENV_VARS",
     "EXIT_AFTER_TERMINAL_MS",
     "FEATURES",
+    "KINDS",
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
     "SCHEMA_DIR",
@@ -80,30 +96,48 @@ __all__ = [
     "V1_HEARTBEAT_INTERVAL_MS",
     "Attempt",
     "AttemptState",
+    "Binding",
+    "Exit",
+    "Extensions",
+    "Intake",
+    "Kind",
     "LineBuffer",
     "LocalProtocolError",
     "Message",
+    "Outcome",
     "OversizedLine",
     "Problem",
     "ProtocolError",
     "RemoteProtocolError",
+    "Retry",
+    "ServerAttempt",
+    "ServerConnection",
+    "Silence",
     "StreamChecker",
     "Verdict",
     "ack",
+    "build_payload",
     "cancel",
     "decode",
     "decode_object",
+    "describe_exit",
     "encode",
     "error",
+    "exit_grace_ms",
     "heartbeat_interval_ms",
+    "heartbeat_timeout",
     "message_of",
     "message_types",
+    "negotiate",
+    "outcome",
     "parse_line",
     "problems",
     "reconnect_delays_ms",
     "retry_delay_ms",
     "stale_slack_ms",
     "terminal_ack_timeout_ms",
+    "timed_out",
     "validate_payload",
     "welcome",
+    "worker_environment",
 ]

@@ -10,12 +10,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from ._errors import RemoteProtocolError
+from ._kinds import TERMINAL_TYPES
 from ._schemas import Direction, Problem, explain, fast_validator, message_schema, message_types
 from ._timing import PROTOCOL_VERSION
-
-TERMINAL_TYPES = frozenset({"completed", "failed"})
-#: REPLAY-1: the types that carry ``seq`` when replay is in force.
-SEQUENCED_TYPES = frozenset({"started", "progress", "log", "checkpoint", "completed", "failed"})
 
 
 class Message(NamedTuple):
@@ -36,10 +33,6 @@ class Message(NamedTuple):
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
-
-    @property
-    def is_sequenced(self) -> bool:
-        return self.seq is not None
 
 
 #: Parser complaints that mean the sender broke FRAME-2 (escaping, UTF-8)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._errors import RemoteProtocolError
-from ._messages import SEQUENCED_TYPES, Message
+from ._kinds import KINDS, SEQUENCED_TYPES
+from ._messages import Message
 
 
 class AttemptState(enum.Enum):
@@ -26,20 +27,23 @@ class AttemptState(enum.Enum):
     __hash__ = object.__hash__
 
 
-_LIVE = {"progress", "log", "heartbeat", "checkpoint", "hello"}
+def _transitions() -> dict[AttemptState, dict[str, AttemptState]]:
+    spawned, running, finished = AttemptState.SPAWNED, AttemptState.RUNNING, AttemptState.FINISHED
+    return {
+        spawned: {
+            **{t: spawned for t, k in KINDS.items() if k.before_start},
+            **{t: running for t, k in KINDS.items() if k.starts},
+        },
+        # ``started`` in running is a v1 worker's reconnect (LIFE-3).
+        running: {t: finished if k.terminal else running for t, k in KINDS.items()},
+        finished: {t: finished for t, k in KINDS.items() if k.after_terminal},
+    }
 
-#: state -> message type -> next state. A type missing from a state's row is
-#: not allowed there (see :meth:`Attempt.receive` for what happens instead).
-TRANSITIONS: dict[AttemptState, dict[str, AttemptState]] = {
-    AttemptState.SPAWNED: {"hello": AttemptState.SPAWNED, "started": AttemptState.RUNNING},
-    AttemptState.RUNNING: {
-        **dict.fromkeys(_LIVE, AttemptState.RUNNING),
-        "started": AttemptState.RUNNING,  # LIFE-3: a v1 worker's reconnect
-        "completed": AttemptState.FINISHED,
-        "failed": AttemptState.FINISHED,
-    },
-    AttemptState.FINISHED: {"hello": AttemptState.FINISHED},
-}
+
+#: state -> message type -> next state, derived from the per-type table
+#: (``_kinds.KINDS``). A type missing from a state's row is not allowed there
+#: (see :meth:`Attempt.receive` for what happens instead).
+TRANSITIONS: dict[AttemptState, dict[str, AttemptState]] = _transitions()
 
 Action = Literal["record", "duplicate", "liveness", "reconnect"]
 
@@ -68,25 +72,25 @@ _RECONNECT = Verdict("reconnect")
 
 
 class Attempt:
-    """The receiving side's view of one attempt of one job.
+    """The receiving side's view of one attempt of one job: its lifecycle
+    state and the last ``seq`` it recorded (REPLAY-5)."""
 
-    ``replay`` says whether the connection negotiated the replay extension:
-    then every sequenced type must carry ``seq`` (REPLAY-1).
-    """
+    __slots__ = ("job_id", "last_seq", "state")
 
-    def __init__(
-        self,
-        job_id: str,
-        last_seq: int = 0,
-        state: AttemptState = AttemptState.SPAWNED,
-        replay: bool = False,
-    ):
+    def __init__(self, job_id: str, last_seq: int = 0, state: AttemptState = AttemptState.SPAWNED):
         self.job_id = job_id
         self.last_seq = last_seq
         self.state = state
-        self.replay = replay
 
-    def receive(self, msg: Message) -> Verdict:
+    def copy(self) -> Attempt:
+        return Attempt(self.job_id, self.last_seq, self.state)
+
+    def receive(self, msg: Message, replay: bool | None = None) -> Verdict:
+        """Apply one message. ``replay``: whether the connection it came on
+        negotiated replay. True: every sequenced type must carry ``seq``
+        (REPLAY-1). False: ``seq`` means nothing on it (features are per
+        connection, NEG-2), so it neither records nor dedupes. None: not known
+        (a captured stream), ``seq`` counts where present."""
         if msg.job_id != self.job_id:
             raise RemoteProtocolError(
                 "wrong_job",
@@ -96,9 +100,10 @@ class Attempt:
             )
         if msg.type.startswith("x-"):
             return _LIVENESS  # MSG-2
-        if msg.seq is not None and msg.seq <= self.last_seq:
+        seq = None if replay is False else msg.seq
+        if seq is not None and seq <= self.last_seq:
             return _DUPLICATE
-        if self.replay and msg.seq is None and msg.type in SEQUENCED_TYPES:
+        if replay and seq is None and msg.type in SEQUENCED_TYPES:
             raise RemoteProtocolError("invalid_message", "REPLAY-1", "missing with replay", "seq")
 
         tolerated = None
@@ -111,13 +116,17 @@ class Attempt:
                 code, "LIFE-4", f"{msg.type!r} after the terminal message", "type"
             )
         if msg.type == "started" and self.state is AttemptState.RUNNING:
-            if msg.seq is not None:
+            if seq is not None:
                 raise RemoteProtocolError("out_of_order", "LIFE-1", "a second started", "type")
             return _RECONNECT
 
-        self.state = row[msg.type]
-        if msg.seq is not None:
-            self.last_seq = msg.seq
-        if msg.type in ("heartbeat", "hello"):
+        following = row[msg.type]
+        # A tolerated early message (LIFE-2) does not stand in for started:
+        # the attempt stays spawned, so that the real started is recorded.
+        if not (tolerated and following is AttemptState.RUNNING):
+            self.state = following
+        if seq is not None:
+            self.last_seq = seq
+        if msg.type not in SEQUENCED_TYPES:  # heartbeat, hello
             return Verdict("liveness", tolerated) if tolerated else _LIVENESS
         return Verdict("record", tolerated) if tolerated else _RECORD

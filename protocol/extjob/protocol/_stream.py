@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from ._errors import RemoteProtocolError
-from ._messages import SEQUENCED_TYPES, Message
+from ._kinds import SEQUENCED_TYPES
+from ._messages import Message
 from ._schemas import Problem
 from ._state import TRANSITIONS, Attempt, AttemptState
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 PROTOCOL_VERSION = 1
-FEATURES = ("auth", "replay", "control", "spool", "checkpoint")
 
 DEFAULT_HEARTBEAT_TIMEOUT_MS = 30_000
 V1_HEARTBEAT_INTERVAL_MS = 5_000
@@ -50,3 +49,9 @@ def retry_delay_ms(attempt: int, backoff_ms: int, max_backoff_ms: int) -> int:
 def terminal_ack_timeout_ms(heartbeat_interval: int) -> int:
     """REPLAY-3: how long a worker waits for the ack of its terminal message."""
     return max(2_000, heartbeat_interval)
+
+
+def exit_grace_ms(heartbeat_interval: int) -> int:
+    """EXIT-3: how long after a recorded terminal message a server waits for
+    the worker to exit before it terminates it (KILL-1)."""
+    return terminal_ack_timeout_ms(heartbeat_interval) + EXIT_AFTER_TERMINAL_MS

@@ -117,7 +117,6 @@ class WorkerConnection(asyncio.Protocol):
             return
         self.bound = self.extended = True
         self.features = frozenset(message.body["features"]) & frozenset(FEATURES)
-        run.protocol.replay = "replay" in self.features  # REPLAY-1: seq now required
         if "control" in self.features:
             run.control = self
         self.send(

@@ -61,8 +61,9 @@ class SpoolPeer:
     extended = False
     features: frozenset[str] = frozenset()
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, features: frozenset[str]) -> None:
         self.job_id = job_id
+        self.features = features
 
     def reject(self, exc: RemoteProtocolError, seq: int | None = None) -> None:
         log.warning("job %s: discarded spooled line: %s", self.job_id, exc)
@@ -177,7 +178,7 @@ class Run:
         sequenced = False
         for message in messages:
             try:
-                verdict = self.protocol.receive(message)
+                verdict = self.protocol.receive(message, "replay" in peer.features)
             except RemoteProtocolError as exc:
                 peer.reject(exc, message.seq)
                 continue
@@ -228,7 +229,7 @@ class Run:
     def _forget(self) -> None:
         """Roll the protocol state back to what is stored, so that a replay is recorded."""
         state = AttemptState.RUNNING if self.stored_seq else AttemptState.SPAWNED
-        self.protocol = Attempt(self.job_id, self.stored_seq, state, self.protocol.replay)
+        self.protocol = Attempt(self.job_id, self.stored_seq, state)
 
     def _collect(
         self, message: Message, batch: Batch, events: list[tuple[str, dict[str, Any]]]
@@ -428,14 +429,13 @@ class Run:
             )
             os.replace(path, path + ".rejected")
             return
-        peer = SpoolPeer(self.job_id)
+        peer = SpoolPeer(self.job_id, frozenset(hello.body["features"]))
         messages = []
         for line in lines[1:]:
             try:
                 messages.append(decode(line))
             except RemoteProtocolError as exc:
                 peer.reject(exc)
-        self.protocol.replay = "replay" in hello.body["features"]
         if messages:
             self.receive(peer, messages)
             if not self.server.recorder.flush():
