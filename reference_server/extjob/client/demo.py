@@ -1,10 +1,12 @@
-"""``extjob demo``: three example jobs in three languages survive a server restart.
+"""``extjob demo``: an example job per language survives a server restart.
 
-It writes a config for the example jobs in ``examples/`` (Python, bash and
-Go, each on its wrapper), starts ``extjob serve`` on the embedded SQLite
-store, enqueues one job of each, shows their progress side by side, stops
-the server in the middle (the workers keep running) and starts it again (they
-reconnect and finish). The dashboard shows the same jobs live.
+It writes a config for the example jobs in ``examples/`` (one per language
+in ``EXAMPLES`` whose toolchain is installed, each on its wrapper), starts
+``extjob serve`` on the embedded SQLite store, enqueues one job of each,
+shows their progress side by side, stops the server in the middle (the
+workers keep running) and starts it again (they reconnect and finish). The
+dashboard shows the same jobs live. A language whose toolchain is missing is
+skipped with a line saying what would add it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,7 +37,7 @@ CANCEL_WAIT_SECONDS = 15.0
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "demo", help="run example jobs in Python, bash and Go through a server restart"
+        "demo", help="run an example job per language through a server restart"
     )
     p.add_argument(
         "--port",
@@ -110,7 +113,7 @@ async def _demo(args: argparse.Namespace) -> int:
         work.mkdir(parents=True, exist_ok=True)
         # Unix socket paths are short (108 bytes): keep them out of a deep --dir.
         sockets = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="extjob-"))
-        jobs = await _job_definitions(root, work)
+        jobs, skipped = await _job_definitions(root, work)
         port = args.port if args.port and _port_free(args.port) else _free_port()
         token = secrets.token_hex(16)
         config = work / "extjob.toml"
@@ -123,6 +126,8 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"API token: {token}   (server log: {server.log})\n", flush=True)
             async with ApiClient(Target(url, token)) as api:
                 outcome = await _run_jobs(api, server, list(jobs), args)
+                for line in skipped:  # again, where the summary is read
+                    print(line)
                 if not args.exit_when_done:
                     print(f"\nThe server keeps running for the dashboard: {url}/#token={token}")
                     print("Press Ctrl-C to stop.", flush=True)
@@ -281,35 +286,102 @@ def _source_root() -> Path:
     raise DemoError("run extjob demo from the extjob source checkout (examples/ not found)")
 
 
-async def _job_definitions(root: Path, work: Path) -> dict[str, dict[str, Any]]:
-    examples = root / "examples"
-    jobs: dict[str, dict[str, Any]] = {
-        "thumbnails": {
+@dataclass(frozen=True)
+class Example:
+    """One language's example job in ``examples/``: what it needs, how it runs.
+
+    ``needs`` lists tools that must all be on PATH; an entry ``"a|b c"``
+    is met by ``a`` alone or by ``b`` and ``c`` together. ``build`` (optional)
+    returns a command and its directory that make what ``job`` runs.
+    ``install`` is the one command that adds the missing tools.
+    """
+
+    language: str
+    name: str  # the job's name in the demo's config
+    needs: tuple[str, ...]
+    install: str
+    job: Callable[[Path, Path], dict[str, Any]]  # (source root, work dir) -> job table
+    build: Callable[[Path, Path], tuple[list[str], Path]] | None = None
+
+    def missing(self) -> str | None:
+        """Names what is missing, or None when the example can run."""
+        for need in self.needs:
+            choices = [option.split() for option in need.split("|")]
+            if not any(all(shutil.which(tool) for tool in tools) for tools in choices):
+                return " or ".join(" and ".join(tools) for tools in choices)
+        return None
+
+
+# The demo's languages, in the order their progress bars appear. Adding a
+# language is one entry here (and its example in examples/).
+EXAMPLES: tuple[Example, ...] = (
+    Example(
+        language="Python",
+        name="thumbnails",
+        needs=(),
+        install="",
+        job=lambda root, work: {
             "command": sys.executable,
-            "args": [str(examples / "python" / "thumbnails.py")],
+            "args": [str(root / "examples" / "python" / "thumbnails.py")],
             "env": {"PYTHONPATH": str(root / "wrappers" / "python")},
-        }
-    }
-    missing = [tool for tool in ("bash", "jq", "socat") if shutil.which(tool) is None]
-    if missing:
-        print(f"(skipping the bash job: {', '.join(missing)} not installed)")
-    else:
-        jobs["backup"] = {"command": "bash", "args": [str(examples / "shell" / "backup.sh")]}
-    go = shutil.which("go")
-    if go is None:
-        print("(skipping the Go job: go is not installed)")
-        return jobs
-    binary = work / "checksum"
-    print("building the Go example...", flush=True)
+        },
+    ),
+    Example(
+        language="bash",
+        name="backup",
+        # The wrapper connects with python3, or with socat (and jq) without it.
+        needs=("bash", "python3|socat jq"),
+        install="sudo apt-get install bash python3",
+        job=lambda root, work: {
+            "command": "bash",
+            "args": [str(root / "examples" / "shell" / "backup.sh")],
+        },
+    ),
+    Example(
+        language="Go",
+        name="checksum",
+        needs=("go",),
+        install="sudo apt-get install golang-go",
+        build=lambda root, work: (
+            ["go", "build", "-o", str(work / "checksum"), "."],
+            root / "examples" / "go",
+        ),
+        job=lambda root, work: {"command": str(work / "checksum")},
+    ),
+)
+
+
+async def _job_definitions(root: Path, work: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The job table of every example whose toolchain is here (built if it
+    needs building), and a line for each one skipped: why, and what adds it."""
+    jobs: dict[str, dict[str, Any]] = {}
+    skipped = []
+    for example in EXAMPLES:
+        missing = example.missing()
+        if missing is not None:
+            skipped.append(
+                f"skipped the {example.language} job: {missing} not installed;"
+                f" add it with: {example.install}"
+            )
+            print(f"({skipped[-1]})")
+            continue
+        if example.build is not None:
+            await _build(example, *example.build(root, work))
+        jobs[example.name] = example.job(root, work)
+    return jobs, skipped
+
+
+async def _build(example: Example, command: list[str], cwd: Path) -> None:
+    print(f"building the {example.language} example...", flush=True)
     build = await asyncio.create_subprocess_exec(
-        go, "build", "-o", str(binary), ".", cwd=examples / "go",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     output, _ = await build.communicate()
     if build.returncode != 0:
-        raise DemoError(f"building examples/go failed:\n{output.decode(errors='replace')}")
-    jobs["checksum"] = {"command": str(binary)}
-    return jobs
+        raise DemoError(
+            f"building the {example.language} example ({' '.join(command)} in {cwd}) failed:\n"
+            f"{output.decode(errors='replace')}"
+        )
 
 
 def _config_text(
