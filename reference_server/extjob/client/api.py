@@ -125,7 +125,8 @@ class ApiClient:
         return result
 
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
-        params = {"after": str(after), "limit": str(limit)}
+        # A log's cursor is the index of the last entry seen.
+        params = {"cursor": str(after), "limit": str(limit)} if after else {"limit": str(limit)}
         result: dict[str, Any] = await self.request(
             "GET", f"/api/jobs/{job_id}/logs", params=params
         )

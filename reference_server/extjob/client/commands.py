@@ -55,7 +55,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
     p.add_argument("--name")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--cursor", help="the page after this one (printed at the end of a page)")
     p.set_defaults(func=_runner(_jobs))
 
     p = subparsers.add_parser("cancel", parents=[common], help="cancel a job")
@@ -144,7 +144,7 @@ async def _status(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def _jobs(api: ApiClient, args: argparse.Namespace) -> int:
-    page = await api.list(status=args.status, name=args.name, limit=args.limit, offset=args.offset)
+    page = await api.list(status=args.status, name=args.name, limit=args.limit, cursor=args.cursor)
     if args.json:
         print(json.dumps(page))
         return 0
@@ -153,8 +153,8 @@ async def _jobs(api: ApiClient, args: argparse.Namespace) -> int:
         percent = _percent((job.get("progress") or {}).get("percent"))
         created = _time(job.get("createdAt"))
         print(f"{job['id']:<26} {job['name']:<16} {job['status']:<10} {percent:>8}  {created}")
-    if page.get("nextOffset") is not None:
-        print(f"(more: --offset {page['nextOffset']})")
+    if page.get("nextCursor") is not None:
+        print(f"(more: --cursor {page['nextCursor']})")
     return 0
 
 
@@ -200,9 +200,9 @@ async def _print_stored_logs(api: ApiClient, job_id: str, after: int, as_json: b
         page = await api.logs(job_id, after=after)
         for entry in page["logs"]:
             _print_log(entry, as_json)
-        if not page["logs"]:
+            after = entry["index"]
+        if page["nextCursor"] is None:
             return after
-        after = page["next"]
 
 
 async def _follow(api: ApiClient, job_id: str, as_json: bool, logs: bool) -> int:

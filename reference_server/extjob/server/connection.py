@@ -77,6 +77,7 @@ class WorkerConnection(asyncio.Protocol):
                     continue
             messages.append(message)
         if messages:
+            self.run.wire.received(messages, len(data))
             self.run.receive(self, messages)
 
     def eof_received(self) -> bool:
@@ -106,6 +107,7 @@ class WorkerConnection(asyncio.Protocol):
                 self.refuse("AUTH-5", "this server requires hello", message)
                 return
             self.bound = True  # a v1 peer (NEG-3): we never write to it
+            run.wire.negotiated(())
             run.connected(self)
             return
         if self.bound:
@@ -117,6 +119,8 @@ class WorkerConnection(asyncio.Protocol):
             return
         self.bound = self.extended = True
         self.features = frozenset(message.body["features"]) & frozenset(FEATURES)
+        run.wire.hello(message)
+        run.wire.negotiated(self.features)
         if "control" in self.features:
             run.control = self
         self.send(
@@ -140,6 +144,7 @@ class WorkerConnection(asyncio.Protocol):
             transport.abort()
             return
         transport.write(encode(message))
+        self.run.wire.sent(message)
 
     def reject(self, exc: RemoteProtocolError, seq: int | None = None) -> None:
         """Discard a line with a logged reason (SRV-6); tell an extended peer (CTRL-5)."""

@@ -98,6 +98,45 @@ class Job:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class AttemptSummary:
+    """One attempt of a job as the dashboard shows it: who ran it, how it ended.
+
+    ``features`` is what the worker's hello negotiated (NEG-2): an empty list
+    for a v1 worker (no hello), None while nothing is known (the worker has
+    not connected, or another server runs it). ``wire`` is the bounded wire
+    log (``extjob.server.wire``), stored when the worker has exited.
+    """
+
+    job_id: str
+    attempt: int
+    server_id: str
+    pid: int | None
+    started_at: int
+    ended_at: int | None  # the outcome was recorded
+    outcome: str | None  # completed, failed or cancelled; None while running
+    error: str | None
+    exited_at: int | None
+    exit_status: int | None  # as subprocess reports it (negative: a signal); None: unknown
+    features: list[str] | None
+    wire: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id,
+            "attempt": self.attempt,
+            "serverId": self.server_id,
+            "pid": self.pid,
+            "startedAt": self.started_at,
+            "endedAt": self.ended_at,
+            "outcome": self.outcome,
+            "error": self.error,
+            "exitedAt": self.exited_at,
+            "exitStatus": self.exit_status,
+            "features": self.features,
+        }
+
+
 LogSource = Literal["worker", "stdout", "stderr", "server"]
 
 

@@ -38,6 +38,7 @@ from .models import now_ms
 from .output import OutputTail
 from .procs import ExitWatcher, group_alive, signal_group, start_time
 from .store import AttemptRecord, Batch, NewLog
+from .wire import WireLog
 
 if TYPE_CHECKING:
     from .server import JobServer
@@ -117,6 +118,7 @@ class Run:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.done = self.loop.create_future()
         self.wants_progress = True
+        self.wire = WireLog(rec.spawned_at)  # the dashboard's view (wire.py)
 
     # setup
 

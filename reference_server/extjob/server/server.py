@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -36,7 +37,7 @@ from .models import Job, Metrics, now_ms
 from .procs import describe_status, find_worker, is_same_process, spawn
 from .recorder import Recorder
 from .run import Run
-from .store import AttemptRecord, Jobs, LogEntries, SQLiteStore, Store
+from .store import AttemptRecord, AttemptSummaries, Jobs, LogEntries, SQLiteStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -199,18 +200,37 @@ class JobServer:
         return self.store.get(job_id)
 
     async def list(
-        self, status: str | None = None, name: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
     ) -> Jobs:
-        return self.store.list(status, name, limit, offset)
+        """Newest first; ``before``: a job id, to page on after the last one seen."""
+        return self.store.list(status, name, limit, before)
 
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> LogEntries:
         return self.store.logs(job_id, after, limit)
 
     async def running(self) -> Jobs:
-        return self.store.list("running", None, 1_000_000, 0)
+        return self.store.list("running", None, 1_000_000)
 
-    async def counts(self) -> dict[str, int]:
-        return self.store.counts()
+    async def counts(self, name: str | None = None) -> dict[str, int]:
+        return self.store.counts(name)
+
+    async def attempts(self, job_id: str, after: int = 0, limit: int = 100) -> AttemptSummaries:
+        """The job's attempts; a running attempt of this server has its features
+        and wire log from memory (they are stored when its worker exits)."""
+        attempts = self.store.attempts(job_id, after, limit)
+        run = self.runs.get(job_id)
+        if run is None:
+            return attempts
+        return [
+            dataclasses.replace(a, features=run.wire.features, wire=run.wire.snapshot())
+            if a.attempt == run.rec.attempt and a.exited_at is None
+            else a
+            for a in attempts
+        ]
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a pending job at once, or a running one of this server (CANCEL-1)."""
@@ -278,6 +298,7 @@ class JobServer:
                 self._finalize(run, "failed", error=describe_status(status))
         elif run.terminal is not None and run.terminal["type"] == "completed" and status:
             run.note("warn", f"completed, then: {describe_status(status)}")
+        self._end_attempt(run, status)
         run.close()
         for path in (run.rec.socket_path, run.rec.out_path, run.rec.err_path):
             with contextlib.suppress(OSError):
@@ -286,6 +307,20 @@ class JobServer:
         if not run.done.done():
             run.done.set_result(None)
         self._wake.set()
+
+    def _end_attempt(self, run: Run, status: int | None) -> None:
+        # One write per attempt, when its worker is gone: never per message.
+        try:
+            self.store.end_attempt(
+                run.job_id,
+                run.rec.attempt,
+                now_ms(),
+                status,
+                run.wire.features,
+                run.wire.snapshot(),
+            )
+        except Exception:
+            log.exception("job %s: could not record the end of its attempt", run.job_id)
 
     def _finalize(
         self,

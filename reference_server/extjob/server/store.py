@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .models import STATUSES, Job, LogEntry, LogSource
+from .models import STATUSES, AttemptSummary, Job, LogEntry, LogSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,7 @@ class Batch:
 Jobs = list[Job]
 LogEntries = list[LogEntry]
 AttemptRecords = list[AttemptRecord]
+AttemptSummaries = list[AttemptSummary]
 
 # Makes the attempt record of a claimed job (token, paths), inside the claim's transaction.
 Prepare = Callable[[Job], AttemptRecord]
@@ -94,9 +95,22 @@ class Store(Protocol):
 
     def create(self, job: Job) -> None: ...
     def get(self, job_id: str) -> Job | None: ...
-    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> Jobs: ...
-    def counts(self) -> dict[str, int]: ...
+    def list(
+        self, status: str | None, name: str | None, limit: int, before: str | None = None
+    ) -> Jobs: ...
+    def counts(self, name: str | None = None) -> dict[str, int]: ...
     def logs(self, job_id: str, after: int, limit: int) -> LogEntries: ...
+    def last_logs(self, job_id: str, limit: int) -> LogEntries: ...
+    def attempts(self, job_id: str, after: int, limit: int) -> AttemptSummaries: ...
+    def end_attempt(
+        self,
+        job_id: str,
+        attempt: int,
+        exited_at: int,
+        exit_status: int | None,
+        features: Sequence[str] | None,
+        wire: Mapping[str, Any],
+    ) -> None: ...
     def claim(
         self, owner: str, now: int, limits: Mapping[str, int], prepare: Prepare
     ) -> tuple[Job, AttemptRecord] | None: ...
@@ -161,6 +175,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, run_at, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, status);
+-- the dashboard's pages: newest first, by state or by name
+CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_name_seq ON jobs (name, status, seq);
 CREATE TABLE IF NOT EXISTS logs (
     job_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -171,6 +188,23 @@ CREATE TABLE IF NOT EXISTS logs (
     source TEXT NOT NULL,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
+-- One row per attempt, for the dashboard; written at claim, at the outcome
+-- and at the exit, never per message.
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    server_id TEXT NOT NULL,
+    pid INTEGER,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    outcome TEXT,
+    error TEXT,
+    exited_at INTEGER,
+    exit_status INTEGER,
+    features TEXT,
+    wire TEXT,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
 """
 
 _JOB_COLUMNS = (
@@ -178,11 +212,19 @@ _JOB_COLUMNS = (
     "progress_message, progress_data, result, error, stack, pid, created_at, started_at, "
     "finished_at, checkpoint"
 )
+_SUMMARY_COLUMNS = (
+    "job_id, attempt, server_id, pid, started_at, ended_at, outcome, error, exited_at, "
+    "exit_status, features"
+)
 _ATTEMPT_COLUMNS = (
     "id, name, attempt, pid, pid_start, token, socket_path, spool_path, out_path, err_path, "
     "out_offset, err_offset, last_seq, log_count, spawned_at, cancel_requested, max_attempts, "
     "terminal"
 )
+
+
+# The attempt a job is on now (parameters: the job id, twice).
+_CURRENT_ATTEMPT = "job_id = ? AND attempt = (SELECT attempt FROM jobs WHERE id = ?)"
 
 
 def _dump(value: Any) -> str:
@@ -257,24 +299,37 @@ class SQLiteStore:
         ).fetchone()
         return None if row is None else _job(row)
 
-    def list(self, status: str | None, name: str | None, limit: int, offset: int) -> Jobs:
-        where, args = [], []
+    def list(
+        self, status: str | None, name: str | None, limit: int, before: str | None = None
+    ) -> Jobs:
+        """Newest first; ``before``: only jobs enqueued before that job (keyset paging)."""
+        where: list[str] = []
+        args: list[Any] = []
         if status is not None:
             where.append("status = ?")
             args.append(status)
         if name is not None:
             where.append("name = ?")
             args.append(name)
+        if before is not None:
+            where.append("seq < coalesce((SELECT seq FROM jobs WHERE id = ?), 0)")
+            args.append(before)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-            (*args, limit, offset),
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?",
+            (*args, limit),
         ).fetchall()
         return [_job(r) for r in rows]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, name: str | None = None) -> dict[str, int]:
         counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        for status, n in self._db.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
+        if name is None:
+            rows = self._db.execute("SELECT status, count(*) FROM jobs GROUP BY status")
+        else:
+            rows = self._db.execute(
+                "SELECT status, count(*) FROM jobs WHERE name = ? GROUP BY status", (name,)
+            )
+        for status, n in rows:
             counts[status] = n
         return counts
 
@@ -285,6 +340,15 @@ class SQLiteStore:
             (job_id, after, limit),
         ).fetchall()
         return [LogEntry(job_id, r[0], r[1], r[2], r[3], _load(r[4]), r[5]) for r in rows]
+
+    def last_logs(self, job_id: str, limit: int) -> LogEntries:
+        """The newest ``limit`` entries, oldest first (a log's tail)."""
+        rows = self._db.execute(
+            "SELECT idx, timestamp, level, message, data, source FROM logs "
+            "WHERE job_id = ? ORDER BY idx DESC LIMIT ?",
+            (job_id, limit),
+        ).fetchall()
+        return [LogEntry(job_id, r[0], r[1], r[2], r[3], _load(r[4]), r[5]) for r in rows[::-1]]
 
     def claim(
         self, owner: str, now: int, limits: Mapping[str, int], prepare: Prepare
@@ -344,6 +408,11 @@ class SQLiteStore:
                     rec.job_id,
                 ),
             )
+            self._db.execute(
+                "INSERT OR REPLACE INTO attempts (job_id, attempt, server_id, started_at) "
+                "VALUES (?, ?, ?, ?)",
+                (job.id, job.attempt, owner, now),
+            )
             return job, rec
 
     def next_run_at(self, names: Sequence[str]) -> int | None:
@@ -360,10 +429,18 @@ class SQLiteStore:
             self._db.execute(
                 "UPDATE jobs SET pid = ?, pid_start = ? WHERE id = ?", (pid, pid_start, job_id)
             )
+            self._db.execute(
+                f"UPDATE attempts SET pid = ? WHERE {_CURRENT_ATTEMPT}", (pid, job_id, job_id)
+            )
 
     def unclaim(self, job_id: str) -> None:
         """Undo a claim whose worker never got its payload: pending again, attempt not counted."""
         with self._tx():
+            self._db.execute(
+                f"DELETE FROM attempts WHERE {_CURRENT_ATTEMPT} AND EXISTS (SELECT 1 FROM jobs "
+                "WHERE id = attempts.job_id AND status = 'running' AND pid = 0)",
+                (job_id, job_id),
+            )
             self._db.execute(
                 "UPDATE jobs SET status = 'pending', attempt = attempt - 1, owner = NULL, "
                 "token = NULL WHERE id = ? AND status = 'running' AND pid = 0",
@@ -434,6 +511,11 @@ class SQLiteStore:
     ) -> None:
         """End the running attempt: the job becomes ``status``, or pending again at ``retry_at``."""
         with self._tx():
+            self._db.execute(
+                "UPDATE attempts SET ended_at = ?, outcome = ?, error = ? "
+                f"WHERE {_CURRENT_ATTEMPT}",
+                (now, status, error, job_id, job_id),
+            )
             if retry_at is not None:
                 self._db.execute(
                     "UPDATE jobs SET status = 'pending', run_at = ?, error = ?, stack = ?, "
@@ -448,6 +530,55 @@ class SQLiteStore:
                     "owner = NULL, token = NULL WHERE id = ?",
                     (status, _dump(result), error, stack, now, job_id),
                 )
+
+    def end_attempt(
+        self,
+        job_id: str,
+        attempt: int,
+        exited_at: int,
+        exit_status: int | None,
+        features: Sequence[str] | None,
+        wire: Mapping[str, Any],
+    ) -> None:
+        """The worker of ``attempt`` has exited: how, what it negotiated, its wire log."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE attempts SET exited_at = ?, exit_status = ?, "
+                "features = coalesce(?, features), wire = ? WHERE job_id = ? AND attempt = ?",
+                (
+                    exited_at,
+                    exit_status,
+                    None if features is None else _dump(list(features)),
+                    _dump(wire),
+                    job_id,
+                    attempt,
+                ),
+            )
+
+    def attempts(self, job_id: str, after: int, limit: int) -> AttemptSummaries:
+        """Attempts numbered after ``after``, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_SUMMARY_COLUMNS}, wire FROM attempts WHERE job_id = ? AND attempt > ? "
+            "ORDER BY attempt LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
+        return [
+            AttemptSummary(
+                job_id=r[0],
+                attempt=r[1],
+                server_id=r[2],
+                pid=r[3],
+                started_at=r[4],
+                ended_at=r[5],
+                outcome=r[6],
+                error=r[7],
+                exited_at=r[8],
+                exit_status=r[9],
+                features=_load(r[10]),
+                wire=_load(r[11]),
+            )
+            for r in rows
+        ]
 
     def cancel_pending(self, job_id: str, now: int) -> bool:
         with self._tx():

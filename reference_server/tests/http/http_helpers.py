@@ -54,6 +54,10 @@ args = ["-c", "echo boom >&2; exit 3"]
 [jobs.later]
 command = "bash"
 args = ["-c", "exit 0"]
+
+[jobs.v1]
+command = {python}
+args = [{v1_worker}]
 """
 
 
@@ -192,6 +196,7 @@ def start_server(directory: Path, extra_args: tuple[str, ...] = ()) -> Server:
                 python=json.dumps(sys.executable),
                 thumbnails=json.dumps(str(REPO / "examples" / "python" / "thumbnails.py")),
                 wrapper=json.dumps(str(REPO / "wrappers" / "python")),
+                v1_worker=json.dumps(str(REPO / "reference_server/tests/workers/v1_worker.py")),
             )
         )
     with (directory / "server.log").open("ab") as log:

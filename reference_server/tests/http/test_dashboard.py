@@ -75,6 +75,8 @@ def test_cancel_a_running_job_from_the_page(
     job = server.enqueue("thumbnails", {"steps": 1000, "delayMs": 50})
     row = page.locator(f"#job-{job['id']}")
     playwright.expect(row.locator(".state")).to_have_text("running")
+    # Running from the claim on; the cancel is graceful once the worker is connected.
+    playwright.expect(row.locator(".message")).not_to_be_empty()
     row.locator("button.cancel").click()
     playwright.expect(row.locator(".state")).to_have_text("cancelled")
     playwright.expect(row.locator("button.cancel")).to_be_hidden()

@@ -114,8 +114,8 @@ def test_unknown_ids_are_404(server: Server, method: str, path: str) -> None:
         ("jobs", "limit=0"),
         ("jobs", "limit=1001"),
         ("jobs", "limit=x"),
-        ("jobs", "offset=-1"),
-        ("logs", "after=-1"),
+        ("jobs", "cursor=j_doesnotexist"),
+        ("logs", "cursor=-1"),
         ("logs", "limit=10001"),
     ],
 )
@@ -154,9 +154,9 @@ def test_a_job_runs_to_completion_with_progress_result_and_logs(server: Server) 
 
     logs = server.call("GET", f"/api/jobs/{job['id']}/logs?limit=1").body
     assert [entry["message"] for entry in logs["logs"]] == ["5 thumbnails written"]
-    assert logs["logs"][0]["data"] == {"done": 5} and logs["next"] == 1
-    rest = server.call("GET", f"/api/jobs/{job['id']}/logs?after={logs['next']}").body
-    assert rest["logs"] == [] and rest["next"] == logs["next"]
+    assert logs["logs"][0]["data"] == {"done": 5} and logs["nextCursor"] is None
+    rest = server.call("GET", f"/api/jobs/{job['id']}/logs?cursor=1").body
+    assert rest == {"logs": [], "nextCursor": None}
 
 
 def test_a_failed_job_reports_its_error(server: Server) -> None:
@@ -193,19 +193,20 @@ def test_cancel_a_pending_job(server: Server) -> None:
 def test_list_filters_by_status_and_name_and_pages(server: Server) -> None:
     ids = [server.enqueue("later", runAt=4102444800000, priority=i)["id"] for i in range(3)]
     first = server.call("GET", "/api/jobs?name=later&status=pending&limit=2").body
-    assert first["limit"] == 2 and first["offset"] == 0 and first["nextOffset"] == 2
-    second = server.call("GET", "/api/jobs?name=later&status=pending&limit=2&offset=2").body
+    assert first["nextCursor"] == first["jobs"][-1]["id"]
+    cursor = first["nextCursor"]
+    second = server.call("GET", f"/api/jobs?name=later&status=pending&limit=2&cursor={cursor}").body
     listed = [job["id"] for job in first["jobs"] + second["jobs"]]
     assert set(ids) <= set(listed)
     assert len(listed) == len(set(listed))  # no job on two pages
     assert all(job["name"] == "later" and job["status"] == "pending" for job in first["jobs"])
     none = server.call("GET", "/api/jobs?name=thumbnails&status=pending").body
-    assert none["jobs"] == [] and none["nextOffset"] is None
+    assert none == {"jobs": [], "nextCursor": None}
 
 
 def test_definitions_name_jobs_but_never_commands(server: Server) -> None:
-    definitions = server.call("GET", "/api/definitions").body
-    assert [d["name"] for d in definitions] == ["crash", "later", "thumbnails"]
+    definitions = server.call("GET", "/api/definitions").body["definitions"]
+    assert [d["name"] for d in definitions] == ["crash", "later", "thumbnails", "v1"]
     assert all("command" not in d and "env" not in d for d in definitions)
 
 

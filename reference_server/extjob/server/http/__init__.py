@@ -11,28 +11,41 @@ Configured by the ``[http]`` table of the server's config file::
     # token = "..."            # ...unless it is given here
     event_history = 10000      # events kept for Last-Event-ID resume
 
-Every route but ``GET /api/health`` (and the dashboard's static files, which
-hold no data) needs ``Authorization: Bearer <token>``. Errors are JSON:
-``{"error": {"code": "...", "message": "...", "field": "..."}}``.
+Every route but ``GET /api/health``, ``GET /api/openapi.json`` (and the
+dashboard's static files, which hold no data) needs ``Authorization: Bearer
+<token>``. Errors are JSON: ``{"error": {"code": "...", "message": "...",
+"field": "..."}}``. Every list pages the same way (:mod:`.paging`):
+``?limit=&cursor=`` -> ``{"<items>": [...], "nextCursor": "..." | null}``.
 
-=======  =============================  ==========================================
-method   path                           what
-=======  =============================  ==========================================
-GET      /api/health                    ``{"status": "ok", "uptimeMs"}``, no token
-POST     /api/jobs                      enqueue ``{"name", "data", "maxAttempts",
-                                        "priority", "runAt"}`` -> 201 + the job
-GET      /api/jobs                      ``?status=&name=&limit=&offset=``, newest
-                                        first -> ``{"jobs", "nextOffset"}``
-GET      /api/jobs/{id}                 one job (state, attempt, progress, result
-                                        or error, times, pid)
-POST     /api/jobs/{id}/cancel          202 + the job; 409 when already finished
-GET      /api/jobs/{id}/logs            ``?after=&limit=`` -> ``{"logs", "next"}``
-GET      /api/jobs/{id}/events          SSE: ``job.state`` first, then live events
-GET      /api/events                    SSE: every event of every job
-GET      /api/definitions               job names and limits (never commands)
-GET      /metrics                       Prometheus text format
-GET      /                              the dashboard
-=======  =============================  ==========================================
+=======  =====================================  ==================================
+method   path                                   what
+=======  =====================================  ==================================
+GET      /api/health                            ``{"status": "ok", "uptimeMs"}``
+GET      /api/openapi.json                      the OpenAPI 3.1 description
+POST     /api/jobs                              enqueue ``{"name", "data",
+                                                "maxAttempts", "priority", "runAt"}``
+                                                -> 201 + the job
+GET      /api/jobs                              ``?status=&name=``, newest first
+GET      /api/jobs/{id}                         one job (state, attempt, progress,
+                                                result or error, times, pid)
+POST     /api/jobs/{id}/cancel                  202 + the job; 409 when finished
+POST     /api/jobs/{id}/retry                   201 + a new job with the same data;
+                                                409 unless failed or cancelled
+GET      /api/jobs/{id}/logs                    by index; ``?tail=true``: the newest
+GET      /api/jobs/{id}/attempts                server, pid, outcome, exit status,
+                                                negotiated features
+GET      /api/jobs/{id}/attempts/{n}/wire       the wire view (:mod:`..wire`)
+GET      /api/jobs/{id}/events                  SSE: ``job.state``, then live events
+GET      /api/events                            SSE: every event of every job
+GET      /api/counts                            ``?name=``: jobs by state
+GET      /api/definitions                       job names and limits (no commands)
+GET      /metrics                               Prometheus text format
+GET      /                                      the dashboard
+=======  =====================================  ==================================
+
+Besides the job server's events (SPEC 5.4) the streams carry this API's own
+``job.enqueued`` (``jobId``, ``name``) when a job is enqueued or retried
+through it.
 
 Requests can only name job definitions; nothing in a request is a path,
 a command or an environment, so no request reaches the filesystem beyond

@@ -16,8 +16,10 @@ from extjob.protocol import MAX_PAYLOAD_BYTES
 
 from .. import Event, JobServer
 from . import events, metrics
+from .openapi import OPENAPI
+from .paging import number_cursor, page, page_query
 from .settings import HttpSettings
-from .validate import RequestError, enqueue_options, query_int, query_status
+from .validate import RequestError, enqueue_options, query_status
 
 STATIC = Path(__file__).parent / "static"
 STARTED_AT = web.AppKey("started_at", float)
@@ -52,7 +54,12 @@ def create_app(server: JobServer, settings: HttpSettings) -> web.Application:
             web.get("/api/jobs", list_jobs),
             web.get("/api/jobs/{id}", get_job),
             web.post("/api/jobs/{id}/cancel", cancel),
+            web.post("/api/jobs/{id}/retry", retry),
             web.get("/api/jobs/{id}/logs", logs),
+            web.get("/api/jobs/{id}/attempts", attempts),
+            web.get("/api/jobs/{id}/attempts/{attempt}/wire", wire),
+            web.get("/api/counts", counts),
+            web.get("/api/openapi.json", openapi_document),
             web.get("/api/events", all_events),
             web.get("/api/jobs/{id}/events", job_events),
             web.get("/api/definitions", definitions),
@@ -107,12 +114,16 @@ async def _timing(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+# What needs no token: the page and the API's description hold no data.
+_PUBLIC = frozenset({"/", "/api/health", "/api/openapi.json"})
+
+
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Everything but health needs the token. The dashboard's files hold no
     # data: the page asks for the token and sends it with each API call.
     path = request.path
-    if path == "/" or path == "/api/health" or path.startswith("/static/"):
+    if path in _PUBLIC or path.startswith("/static/"):
         return await handler(request)
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     expected = request.app[TOKEN]
@@ -166,26 +177,27 @@ async def enqueue(request: web.Request) -> web.Response:
         ) from e
     except ValueError as e:
         raise RequestError(422, "invalid_options", str(e)) from e
-    job = await server.get(job_id)
+    return await _created(request, job_id)
+
+
+async def _created(request: web.Request, job_id: str) -> web.Response:
+    job = await request.app[SERVER].get(job_id)
     assert job is not None  # enqueue stored it
+    # Not an event of the job server (SPEC 5.4): this API's own, so that
+    # dashboards see a job the moment it is queued.
+    request.app[HUB].publish("job.enqueued", job_id, {"jobId": job_id, "name": job.name})
     return web.json_response(job.to_json(), status=201, headers={"Location": f"/api/jobs/{job_id}"})
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     status = query_status(request.query)
     name = request.query.get("name") or None
-    limit = query_int(request.query, "limit", default=100, low=1, high=1000)
-    offset = query_int(request.query, "offset", default=0, low=0)
-    jobs = await request.app[SERVER].list(status=status, name=name, limit=limit, offset=offset)
-    more = len(jobs) == limit
-    return web.json_response(
-        {
-            "jobs": [job.to_json() for job in jobs],
-            "limit": limit,
-            "offset": offset,
-            "nextOffset": offset + limit if more else None,
-        }
-    )
+    limit, cursor = page_query(request.query, default=100)
+    server = request.app[SERVER]
+    if cursor is not None and await server.get(cursor) is None:
+        raise RequestError(400, "invalid_query", f"cursor: no job with id {cursor!r}", "cursor")
+    jobs = await server.list(status=status, name=name, limit=limit + 1, before=cursor)
+    return web.json_response(page("jobs", [job.to_json() for job in jobs], limit, "id"))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -204,16 +216,15 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def logs(request: web.Request) -> web.Response:
     job = await _job(request)
-    after = query_int(request.query, "after", default=0, low=0)
-    limit = query_int(request.query, "limit", default=1000, low=1, high=10_000)
-    entries = await request.app[SERVER].logs(job.id, after=after, limit=limit)
-    return web.json_response(
-        {
-            "logs": [entry.to_json() for entry in entries],
-            "after": after,
-            "next": entries[-1].index if entries else after,
-        }
-    )
+    limit, cursor = page_query(request.query, default=1000)
+    server = request.app[SERVER]
+    if request.query.get("tail") not in (None, "", "false", "true"):
+        raise RequestError(400, "invalid_query", "tail: true or false", "tail")
+    if request.query.get("tail") == "true":  # the newest entries: a page that ends now
+        entries = server.store.last_logs(job.id, limit)
+        return web.json_response({"logs": [e.to_json() for e in entries], "nextCursor": None})
+    entries = await server.logs(job.id, after=number_cursor(cursor), limit=limit + 1)
+    return web.json_response(page("logs", [e.to_json() for e in entries], limit, "index"))
 
 
 async def all_events(request: web.Request) -> web.StreamResponse:
@@ -233,18 +244,79 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 async def definitions(request: web.Request) -> web.Response:
     # Names and limits only: commands, paths and environments stay on the server.
+    limit, cursor = page_query(request.query, default=1000)
+    items = [
+        {
+            "name": d.name,
+            "maxAttempts": d.max_attempts,
+            "timeoutMs": d.timeout_ms,
+            "heartbeatTimeoutMs": d.heartbeat_timeout_ms,
+            "concurrency": d.concurrency,
+        }
+        for d in sorted(request.app[SERVER].jobs.values(), key=lambda d: d.name)
+        if cursor is None or d.name > cursor
+    ]
+    return web.json_response(page("definitions", items[: limit + 1], limit, "name"))
+
+
+async def counts(request: web.Request) -> web.Response:
+    name = request.query.get("name") or None
+    by_state = await request.app[SERVER].counts(name)
+    return web.json_response({"counts": by_state, "total": sum(by_state.values())})
+
+
+async def retry(request: web.Request) -> web.Response:
+    """A new job with the same name, data, priority and attempts as a failed or cancelled one."""
+    job = await _job(request)
+    if job.status not in ("failed", "cancelled"):
+        raise RequestError(
+            409, "not_retryable", f"job {job.id} is {job.status}: only failed or cancelled jobs"
+        )
+    server = request.app[SERVER]
+    try:
+        job_id = await server.enqueue(
+            job.name, job.data, max_attempts=job.max_attempts, priority=job.priority
+        )
+    except KeyError as e:
+        raise RequestError(
+            422, "unknown_job", f"job {job.id}: its definition {job.name!r} is gone", "name"
+        ) from e
+    return await _created(request, job_id)
+
+
+async def attempts(request: web.Request) -> web.Response:
+    job = await _job(request)
+    limit, cursor = page_query(request.query, default=100)
+    found = await request.app[SERVER].attempts(job.id, after=number_cursor(cursor), limit=limit + 1)
+    return web.json_response(page("attempts", [a.to_json() for a in found], limit, "attempt"))
+
+
+async def wire(request: web.Request) -> web.Response:
+    """The wire view of one attempt (``extjob.server.wire`` says what is kept)."""
+    job = await _job(request)
+    raw = request.match_info["attempt"]
+    number = int(raw) if raw.isdigit() and len(raw) <= 9 else 0
+    limit, cursor = page_query(request.query, default=1000)
+    found = await request.app[SERVER].attempts(job.id, after=number - 1, limit=1)
+    if not found or found[0].attempt != number:
+        raise RequestError(404, "unknown_attempt", f"job {job.id} has no attempt {raw!r}")
+    attempt = found[0]
+    view = attempt.wire or {"messages": [], "omitted": 0}
+    start = number_cursor(cursor)
+    messages = [{"index": start + i + 1, **m} for i, m in enumerate(view["messages"][start:])]
     return web.json_response(
-        [
-            {
-                "name": d.name,
-                "maxAttempts": d.max_attempts,
-                "timeoutMs": d.timeout_ms,
-                "heartbeatTimeoutMs": d.heartbeat_timeout_ms,
-                "concurrency": d.concurrency,
-            }
-            for d in sorted(request.app[SERVER].jobs.values(), key=lambda d: d.name)
-        ]
+        {
+            "attempt": number,
+            "live": attempt.exited_at is None,
+            "kept": attempt.wire is not None,
+            "omitted": view["omitted"],
+            **page("messages", messages[: limit + 1], limit, "index"),
+        }
     )
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
 
 
 async def prometheus(request: web.Request) -> web.Response:

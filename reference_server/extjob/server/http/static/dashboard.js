@@ -58,6 +58,10 @@ function render(job) {
 // A busy job sends thousands of events a second: draw each row at most once a frame.
 const dirty = new Set();
 function update(job) {
+  // A reply that left the server before the job finished must not undo it.
+  const known = jobs.get(job.id);
+  if (known && FINISHED.includes(known.status) && !FINISHED.includes(job.status)
+      && known.attempt >= job.attempt) return;
   jobs.set(job.id, job);
   if (dirty.size === 0) requestAnimationFrame(() => {
     dirty.forEach((id) => render(jobs.get(id)));
@@ -88,11 +92,11 @@ async function select(id) {
   renderOutcome(jobs.get(id));
   let after = 0;
   for (;;) {
-    const page = await api("GET", `/api/jobs/${id}/logs?after=${after}`);
+    const page = await api("GET", `/api/jobs/${id}/logs${after ? `?cursor=${after}` : ""}`);
     if (selected !== id) return;
     page.logs.forEach(appendLog);
-    if (page.logs.length === 0) break;
-    after = page.next;
+    if (page.nextCursor === null) break;
+    after = page.nextCursor;
   }
 }
 
@@ -162,7 +166,7 @@ async function stream() {
 }
 
 async function loadDefinitions() {
-  const definitions = await api("GET", "/api/definitions");
+  const { definitions } = await api("GET", "/api/definitions");
   $("#job-name").replaceChildren(...definitions.map((d) => new Option(d.name, d.name)));
 }
 
