@@ -89,6 +89,12 @@ mod spool;
 mod sys;
 
 #[cfg(test)]
+#[path = "../tests/common/peer.rs"]
+mod peer;
+
+#[cfg(test)]
+mod api_tests;
+#[cfg(test)]
 mod vectors;
 
 pub use cancel::{CancelRequest, CancelToken};

@@ -86,6 +86,8 @@ fn play(job: &Job, scenario: &str, p: &Value) -> Outcome {
             job.checkpoint(&value)?;
             Err("checkpoint saved".into())
         }
+        // Not in FIX-2: the panic path of WRAP-2, for this crate's own tests.
+        "panic" => panic!("{}", p["message"].as_str().unwrap_or("fixture panic")),
         "large" => Ok(Value::String("x".repeat(int(p, "bytes", 1 << 20) as usize))),
         other => Err(Permanent::new(format!("unknown scenario {other:?} (FIX-2)")).into()),
     }
