@@ -1,8 +1,8 @@
 """Print one closing line for the whole CI run: 'N passed, N failed, N skipped'.
 
-tox runs several test runners (pytest, go test, the conformance suite); each
-leaves its results in .tox/results/: JUnit XML files, and `go test -v`
-output. This adds them up so the run ends with one line that counts all.
+tox runs several test runners (pytest, go test, cargo test, the conformance
+suite); each leaves its results in .tox/results/: JUnit XML files, and the
+text of `go test -v` and `cargo test`. This adds them up so the run ends with one line that counts all.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 GO_RESULT = re.compile(r"^\s*--- (PASS|FAIL|SKIP): ")
+CARGO_RESULT = re.compile(r"^test .+ \.\.\. (ok|FAILED|ignored)$")
+CARGO_VERDICTS = {"ok": "PASS", "FAILED": "FAIL", "ignored": "SKIP"}
 
 
 def count_junit(path: Path) -> tuple[int, int, int]:
@@ -29,15 +31,20 @@ def count_junit(path: Path) -> tuple[int, int, int]:
     return passed, failed, skipped
 
 
-def count_go(path: Path) -> tuple[int, int, int]:
-    found = [m.group(1) for m in map(GO_RESULT.match, path.read_text().splitlines()) if m]
+def count_text(path: Path) -> tuple[int, int, int]:
+    found = []
+    for line in path.read_text().splitlines():
+        if m := GO_RESULT.match(line):
+            found.append(m.group(1))
+        elif m := CARGO_RESULT.match(line):
+            found.append(CARGO_VERDICTS[m.group(1)])
     return found.count("PASS"), found.count("FAIL"), found.count("SKIP")
 
 
 def main(results: Path) -> int:
     totals = [0, 0, 0]
     for path in sorted(results.glob("*")):
-        counts = count_junit(path) if path.suffix == ".xml" else count_go(path)
+        counts = count_junit(path) if path.suffix == ".xml" else count_text(path)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     passed, failed, skipped = totals
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
