@@ -2,7 +2,8 @@
 
 tox runs several test runners (pytest, go test, cargo test, the conformance
 suite); each leaves its results in .tox/results/: JUnit XML files, and the
-text of `go test -v` and `cargo test`. This adds them up so the run ends with one line that counts all.
+text of `go test -v` and `cargo test`. This adds them up so the run ends with
+one line that counts all.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -76,12 +77,25 @@ def go_fixture(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return [str(out)]
 
 
-@pytest.fixture(params=["python", "shell", "go"])
+@pytest.fixture(scope="session")
+def rust_fixture() -> list[str]:
+    """The Rust fixture worker, built once per session (into CARGO_TARGET_DIR if set)."""
+    if shutil.which("cargo") is None:
+        pytest.skip("cargo is not installed")
+    crate = REPO / "wrappers" / "rust"
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--locked", "--bin", "extjob-fixture"], cwd=crate, check=True
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or crate / "target")
+    return [str(target / "debug" / "extjob-fixture")]
+
+
+@pytest.fixture(params=["python", "shell", "go", "rust"])
 def fixture_worker(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
     """(command, args) of each language's fixture worker (SPEC section 11)."""
     if request.param == "python":
         return PYTHON, [str(REPO / "wrappers" / "python" / "fixture_worker.py")]
     if request.param == "shell":
         return "bash", [str(REPO / "wrappers" / "shell" / "fixture_worker.sh")]
-    argv = request.getfixturevalue("go_fixture")
+    argv = request.getfixturevalue(f"{request.param}_fixture")
     return argv[0], argv[1:]
