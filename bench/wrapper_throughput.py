@@ -1,0 +1,224 @@
+"""Benchmark: each wrapper's progress messages per second and its exit tail.
+
+Every wrapper's fixture worker (SPEC section 11) runs the same two jobs, in
+the same run, so the figures sit side by side:
+
+- **progress to a v1 server**: the ``progress`` scenario (``count`` calls of
+  ``progress(i * 100 / count, "step i")`` as fast as the job code can) against
+  a server that only reads, as the original does (no features, NEG-3); the
+  rate is ``count`` over the time from ``started`` to ``completed`` on the
+  server's side of the socket, so it counts what was delivered.
+- **exit tail**: the ``complete`` scenario against an extended server
+  (auth + replay) that acknowledges every message at once; the tail is the
+  time from writing the ack of ``completed`` to the process's exit (EXIT-3
+  allows 1000 ms). Median and worst of several runs.
+
+Targets (issue 13, for the TypeScript and Rust wrappers): at least 100,000
+messages/s and an exit tail under 50 ms. The Python and Go wrappers are the
+baselines measured beside them. Add a wrapper with one entry in ``WRAPPERS``.
+
+Run: ``python bench/wrapper_throughput.py [--smoke]`` or ``python bench/run.py wrapper_throughput``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_RATE = 100_000
+TARGET_TAIL_MS = 50.0
+TOKEN = "bench-token-0123456789"
+
+
+@dataclass(frozen=True)
+class Wrapper:
+    name: str
+    tool: str  # what must be installed
+    build: Callable[[Path, bool], list[str]]  # (scratch dir, smoke) -> argv of the fixture
+    targeted: bool  # issue 13's targets apply (the others are baselines)
+
+
+def _python(scratch: Path, smoke: bool) -> list[str]:
+    return [sys.executable, str(REPO / "wrappers" / "python" / "fixture_worker.py")]
+
+
+def _go(scratch: Path, smoke: bool) -> list[str]:
+    out = scratch / "go-fixture"
+    subprocess.run(
+        ["go", "build", "-o", str(out), "./cmd/extjob-fixture"],
+        cwd=REPO / "wrappers" / "go",
+        check=True,
+    )
+    return [str(out)]
+
+
+def _rust(scratch: Path, smoke: bool) -> list[str]:
+    # Smoke: the debug build the tests share (CARGO_TARGET_DIR); a
+    # measurement: the release build a user ships.
+    crate = REPO / "wrappers" / "rust"
+    profile = [] if smoke else ["--release"]
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--locked", "--bin", "extjob-fixture", *profile],
+        cwd=crate,
+        check=True,
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or crate / "target")
+    return [str(target / ("debug" if smoke else "release") / "extjob-fixture")]
+
+
+WRAPPERS = [
+    Wrapper("python", "python3", _python, targeted=False),
+    Wrapper("go", "go", _go, targeted=False),
+    Wrapper("rust", "cargo", _rust, targeted=True),
+]
+
+
+def _spawn(argv: list[str], payload: dict) -> subprocess.Popen[bytes]:
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(json.dumps(payload).encode() + b"\n")
+        stdin.seek(0)
+        return subprocess.Popen(
+            argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+
+def _listen(root: Path) -> tuple[socket.socket, str]:
+    path = str(root / f"b{time.monotonic_ns()}.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+    listener.settimeout(60)
+    return listener, path
+
+
+def progress_rate(argv: list[str], root: Path, count: int) -> float:
+    """Messages per second delivered to a server that only reads (v1)."""
+    listener, path = _listen(root)
+    payload = {
+        "jobId": "bench",
+        "name": "bench",
+        "socketPath": path,
+        "data": {"scenario": "progress", "count": count},
+    }
+    worker = _spawn(argv, payload)
+    try:
+        conn, _ = listener.accept()
+        first = done = None
+        tail = b""
+        with conn:
+            while True:
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                now = time.perf_counter()
+                if first is None:
+                    first = now
+                if b'"type":"completed"' in tail + chunk:
+                    done = now
+                    break
+                tail = chunk[-64:]
+        assert worker.wait(60) == 0, worker.stderr.read() if worker.stderr else b""
+        assert first is not None and done is not None, "no completed message"
+        return count / max(done - first, 1e-6)
+    finally:
+        listener.close()
+        if worker.poll() is None:
+            worker.kill()
+
+
+def exit_tail_ms(argv: list[str], root: Path) -> float:
+    """From writing the ack of completed to the worker's exit (EXIT-3)."""
+    listener, path = _listen(root)
+    payload = {
+        "jobId": "bench",
+        "name": "bench",
+        "socketPath": path,
+        "data": {"scenario": "complete"},
+        "protocolVersion": 1,
+        "features": ["auth", "replay"],
+        "heartbeatIntervalMs": 1000,
+        "token": TOKEN,
+    }
+    worker = _spawn(argv, payload)
+    exited: list[float] = []
+    waiter = threading.Thread(target=lambda: (worker.wait(), exited.append(time.perf_counter())))
+    waiter.start()
+    acked = None
+    try:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as reader:
+            for raw in reader:
+                m = json.loads(raw)
+                reply = None
+                if m["type"] == "hello":
+                    reply = {"type": "welcome", "protocolVersion": 1, "features": m["features"],
+                             "lastSeq": 0, "heartbeatIntervalMs": 1000}  # fmt: skip
+                elif "seq" in m:
+                    reply = {"type": "ack", "seq": m["seq"]}
+                if reply is not None:
+                    reply.update(jobId="bench", timestamp=int(time.time() * 1000))
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+                if m["type"] == "completed":
+                    acked = time.perf_counter()
+                    break
+        waiter.join(60)
+        assert worker.returncode == 0 and acked is not None and exited
+        return (exited[0] - acked) * 1000
+    finally:
+        listener.close()
+        if worker.poll() is None:
+            worker.kill()
+
+
+def run(smoke: bool) -> list[str]:
+    count = 2_000 if smoke else 200_000
+    tails = 3 if smoke else 15
+    lines = [
+        f"wrapper_throughput: {count:,} progress messages to a v1 server; "
+        f"exit tail after the terminal ack (median/worst of {tails})"
+    ]
+    root = Path(tempfile.mkdtemp(prefix="xjb", dir="/tmp"))
+    try:
+        for w in WRAPPERS:
+            if shutil.which(w.tool) is None:
+                lines.append(f"  {w.name:<10} skipped: {w.tool} is not installed")
+                continue
+            argv = w.build(root, smoke)
+            progress_rate(argv, root, min(count, 1_000))  # warm caches and page in
+            rate = progress_rate(argv, root, count)
+            samples = sorted(exit_tail_ms(argv, root) for _ in range(tails))
+            median, worst = statistics.median(samples), samples[-1]
+            verdict = ""
+            if w.targeted and not smoke:
+                rate_ok = "met" if rate >= TARGET_RATE else "MISSED"
+                tail_ok = "met" if worst < TARGET_TAIL_MS else "MISSED"
+                verdict = (
+                    f"   target >= {TARGET_RATE:,}/s: {rate_ok}; "
+                    f"tail < {TARGET_TAIL_MS:.0f} ms: {tail_ok}"
+                )
+            elif not w.targeted:
+                verdict = "   (baseline)"
+            lines.append(
+                f"  {w.name:<10} {rate:>12,.0f} msg/s   exit tail {median:6.1f} / {worst:6.1f} ms"
+                + verdict
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return lines
+
+
+if __name__ == "__main__":
+    for line in run("--smoke" in sys.argv):
+        print(line)
