@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from extjob.protocol import (
@@ -37,7 +37,15 @@ from .models import Job, Metrics, now_ms
 from .procs import describe_status, find_worker, is_same_process, spawn
 from .recorder import Recorder
 from .run import Run
-from .store import AttemptRecord, AttemptSummaries, Jobs, LogEntries, SQLiteStore, Store
+from .store import (
+    AttemptRecord,
+    AttemptSummaries,
+    FeaturesByJob,
+    Jobs,
+    LogEntries,
+    SQLiteStore,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +225,15 @@ class JobServer:
 
     async def counts(self, name: str | None = None) -> dict[str, int]:
         return self.store.counts(name)
+
+    async def current_features(self, job_ids: Sequence[str]) -> FeaturesByJob:
+        """NEG-2 per job: from memory for the attempts this server runs, else as stored."""
+        features = self.store.current_features(job_ids)
+        for job_id in job_ids:
+            run = self.runs.get(job_id)
+            if run is not None and run.wire.features is not None:
+                features[job_id] = run.wire.features
+        return features
 
     async def attempts(self, job_id: str, after: int = 0, limit: int = 100) -> AttemptSummaries:
         """The job's attempts; a running attempt of this server has its features

@@ -85,6 +85,7 @@ Jobs = list[Job]
 LogEntries = list[LogEntry]
 AttemptRecords = list[AttemptRecord]
 AttemptSummaries = list[AttemptSummary]
+FeaturesByJob = dict[str, list[str] | None]  # job id -> NEG-2 features
 
 # Makes the attempt record of a claimed job (token, paths), inside the claim's transaction.
 Prepare = Callable[[Job], AttemptRecord]
@@ -102,6 +103,7 @@ class Store(Protocol):
     def logs(self, job_id: str, after: int, limit: int) -> LogEntries: ...
     def last_logs(self, job_id: str, limit: int) -> LogEntries: ...
     def attempts(self, job_id: str, after: int, limit: int) -> AttemptSummaries: ...
+    def current_features(self, job_ids: Sequence[str]) -> FeaturesByJob: ...
     def end_attempt(
         self,
         job_id: str,
@@ -579,6 +581,18 @@ class SQLiteStore:
             )
             for r in rows
         ]
+
+    def current_features(self, job_ids: Sequence[str]) -> FeaturesByJob:
+        """What the latest attempt of each job negotiated, where it is stored."""
+        if not job_ids:
+            return {}
+        marks = ",".join("?" * len(job_ids))
+        rows = self._db.execute(
+            "SELECT a.job_id, a.features FROM attempts a JOIN jobs j "
+            f"ON j.id = a.job_id AND j.attempt = a.attempt WHERE a.job_id IN ({marks})",
+            list(job_ids),
+        )
+        return {job_id: _load(features) for job_id, features in rows}
 
     def cancel_pending(self, job_id: str, now: int) -> bool:
         with self._tx():

@@ -197,7 +197,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     if cursor is not None and await server.get(cursor) is None:
         raise RequestError(400, "invalid_query", f"cursor: no job with id {cursor!r}", "cursor")
     jobs = await server.list(status=status, name=name, limit=limit + 1, before=cursor)
-    return web.json_response(page("jobs", [job.to_json() for job in jobs], limit, "id"))
+    features = await server.current_features([job.id for job in jobs[:limit]])
+    listed = [{**job.to_json(), "features": features.get(job.id)} for job in jobs]
+    return web.json_response(page("jobs", listed, limit, "id"))
 
 
 async def get_job(request: web.Request) -> web.Response:

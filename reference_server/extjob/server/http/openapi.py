@@ -208,7 +208,21 @@ _SCHEMAS: dict[str, Any] = {
             "total": {"type": "integer"},
         },
     },
-    "JobPage": _page("jobs", "Job"),
+    "ListedJob": {
+        "allOf": [
+            _ref("Job"),
+            {
+                "properties": {
+                    "features": _nullable(
+                        "array",
+                        items={"type": "string"},
+                        description="what its latest attempt negotiated (see Attempt)",
+                    )
+                }
+            },
+        ]
+    },
+    "JobPage": _page("jobs", "ListedJob"),
     "LogPage": _page("logs", "LogEntry"),
     "AttemptPage": _page("attempts", "Attempt"),
     "DefinitionPage": _page("definitions", "Definition"),
