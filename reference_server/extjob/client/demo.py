@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -348,7 +349,24 @@ EXAMPLES: tuple[Example, ...] = (
         ),
         job=lambda root, work: {"command": str(work / "checksum")},
     ),
+    Example(
+        language="Rust",
+        name="wordcount",
+        needs=("cargo",),
+        install="curl -sSf https://sh.rustup.rs | sh",
+        build=lambda root, work: (["cargo", "build", "--quiet", "--locked"], _rust_example(root)),
+        job=lambda root, work: {"command": str(_cargo_target(root) / "debug" / "wordcount")},
+    ),
 )
+
+
+def _rust_example(root: Path) -> Path:
+    return root / "examples" / "rust"
+
+
+def _cargo_target(root: Path) -> Path:
+    """Where cargo puts the Rust example's build (it honours CARGO_TARGET_DIR)."""
+    return _rust_example(root) / os.environ.get("CARGO_TARGET_DIR", "target")
 
 
 async def _job_definitions(root: Path, work: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:

@@ -108,3 +108,8 @@ pub use runner::run;
 
 /// The extensions this crate implements (NEG-1).
 pub const IMPLEMENTED_FEATURES: [&str; 5] = ["auth", "replay", "control", "spool", "checkpoint"];
+
+/// The crate's README, compiled as a doctest so its example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
