@@ -12,7 +12,7 @@ use crate::peer;
 
 fn start(payload: Value) -> Job {
     let p = Payload::parse(payload.to_string().as_bytes(), |_| None).unwrap();
-    Job::start(p)
+    Job::start(p, crate::CancelToken::new())
 }
 
 #[test]
@@ -73,8 +73,20 @@ fn replay_4_a_dropped_connection_loses_nothing_and_duplicates_nothing() {
     for _ in 0..50 {
         seen.push(conn.next());
     }
-    conn.ack(&seen[19]["seq"]);
-    std::thread::sleep(std::time::Duration::from_millis(50)); // the ack travels first
+    let acked = seen[19]["seq"].as_u64().unwrap();
+    conn.ack(&json!(acked));
+    // The ack is taken in before the connection goes.
+    let until = std::time::Instant::now() + peer::DEADLINE;
+    while job
+        .session()
+        .lock()
+        .buf
+        .front()
+        .is_some_and(|m| m.seq <= acked)
+    {
+        assert!(std::time::Instant::now() < until, "the ack is applied");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     drop(conn);
     let mut conn = peer.accept();
     // A lastSeq below the last ack: what the ack covered is gone for good,

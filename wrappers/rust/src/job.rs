@@ -95,10 +95,9 @@ impl Job {
     /// Starts the job of `payload`: queues `started` and starts the link
     /// thread, which connects in the background. [`crate::run`] does this
     /// and more; use it unless you need the parts.
-    pub(crate) fn start(payload: Payload) -> Job {
+    pub(crate) fn start(payload: Payload, cancel: CancelToken) -> Job {
         let checkpoint = payload.checkpoint.clone();
         let session = Arc::new(Session::new(payload));
-        let cancel = CancelToken::new();
         Link::spawn(Arc::clone(&session), cancel.clone());
         Job(Arc::new(Inner {
             session,

@@ -54,6 +54,28 @@
 //! `checkpoint`, [`Job::checkpoint`] saves state that the next attempt finds
 //! in [`Job::last_checkpoint`] (CKPT-2).
 //!
+//! # Threads and async code
+//!
+//! [`Job`] is `Clone + Send + Sync`: hand clones to threads, and every line
+//! is still written whole (WRAP-4). No async runtime is needed or assumed
+//! (there is no `tokio` feature): async job code builds its runtime inside
+//! the handler and blocks on it, and reaches the cancel request through
+//! [`CancelToken::on_cancel`], which runs on a thread of its own and can
+//! complete a channel of any runtime:
+//!
+//! ```no_run
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output { unimplemented!() }
+//! extjob_worker::run(|job| -> Result<(), Box<dyn std::error::Error>> {
+//!     let (tx, rx) = std::sync::mpsc::channel(); // or a tokio oneshot
+//!     job.cancel_token().on_cancel(move |request| {
+//!         let _ = tx.send(request.reason.clone());
+//!     });
+//!     block_on(async { /* the job's futures; select on the cancel */ });
+//!     drop(rx);
+//!     Ok(())
+//! })
+//! ```
+//!
 //! # Text
 //!
 //! Every string is sent as valid JSON (FRAME-2, WRAP-3): quotes, backslashes

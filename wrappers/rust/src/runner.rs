@@ -9,6 +9,7 @@ use std::process;
 
 use serde::Serialize;
 
+use crate::cancel::CancelToken;
 use crate::error::{error_stack, error_text, is_permanent};
 use crate::job::Job;
 use crate::payload::Payload;
@@ -64,9 +65,10 @@ where
             process::exit(2);
         }
     };
-    let job = Job::start(payload);
     // Caught before started can go out: a server may signal at once.
-    sys::cancel_on_sigterm(job.cancel_token());
+    let cancel = CancelToken::new();
+    sys::cancel_on_sigterm(cancel.clone());
+    let job = Job::start(payload, cancel);
     if let Err(why) = job.session().wait_started() {
         sys::note(&why);
         process::exit(1);

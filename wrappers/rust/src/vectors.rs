@@ -165,7 +165,7 @@ fn msg_3_to_8_worker_message_vectors_through_the_api() {
         let peer = peer::Peer::unix();
         let payload = peer::extended_payload(&peer.socket_path, json!({}), None);
         let payload = Payload::parse(payload.to_string().as_bytes(), |_| None).unwrap();
-        let job = Job::start(payload);
+        let job = Job::start(payload, crate::CancelToken::new());
         let mut conn = peer.accept();
         conn.handshake(0, 10_000);
         let started = conn.next();
