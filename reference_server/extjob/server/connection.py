@@ -149,7 +149,9 @@ class WorkerConnection(asyncio.Protocol):
     def reject(self, exc: RemoteProtocolError, seq: int | None = None) -> None:
         """Discard a line with a logged reason (SRV-6); tell an extended peer (CTRL-5)."""
         self.run.metrics.invalid_lines += 1
-        log.warning("job %s: discarded line: %s %s", self.run.job_id, exc.code, exc)
+        self.run.discards.warn(
+            exc.code, "job %s: discarded line: %s %s", self.run.job_id, exc.code, exc
+        )
         if (
             self.extended
             and self.transport
@@ -163,7 +165,9 @@ class WorkerConnection(asyncio.Protocol):
         A v1 peer (no hello) is never written to (NEG-3): it is only closed.
         """
         self.run.metrics.invalid_lines += 1
-        log.warning("job %s: refused connection: %s: %s", self.run.job_id, requirement, detail)
+        self.run.discards.warn(
+            requirement, "job %s: refused connection: %s: %s", self.run.job_id, requirement, detail
+        )
         if self.transport is None:
             return
         if message.type == "hello":

@@ -15,6 +15,8 @@ import signal
 import sys
 
 from .config import load_config
+from .ratelimit import limit_loop_errors
+from .resources import raise_open_files_limit
 from .server import JobServer
 
 log = logging.getLogger("extjob.server")
@@ -23,6 +25,8 @@ log = logging.getLogger("extjob.server")
 async def serve(config_path: str | os.PathLike[str], drain: bool = False) -> None:
     server = JobServer(load_config(config_path))
     loop = asyncio.get_running_loop()
+    limit_loop_errors(loop, log)
+    raise_open_files_limit()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
@@ -49,4 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"extjob: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # private.UnsafePath, a database that cannot be opened...
+        print(f"extjob: {exc}", file=sys.stderr)
+        return 1
     return 0

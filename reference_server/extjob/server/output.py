@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from .resources import is_transient
+
 # Read at most this much per poll, so a chatty worker cannot stall the loop.
 CHUNK = 1 << 20
 # A line longer than this without a newline is cut into pieces of this size.
@@ -28,9 +30,14 @@ class OutputTail:
             return []
         if size <= self.offset:
             return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(CHUNK)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read(CHUNK)
+        except OSError as exc:
+            if not is_transient(exc):
+                raise
+            return []  # out of descriptors: the lines wait in the file for the next poll
         end = chunk.rfind(b"\n") + 1
         if end == 0 and (final or len(chunk) >= MAX_LINE):
             end = min(len(chunk), MAX_LINE)

@@ -23,6 +23,10 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 
+from .resources import child_setup, is_transient
+
+PIDFD_RETRY_SECONDS = 0.5
+
 
 def start_time(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot, or None if it is gone or a zombie."""
@@ -77,6 +81,7 @@ def spawn(
             stderr=err,
             process_group=0,
             close_fds=True,
+            preexec_fn=child_setup(),
         )
 
 
@@ -129,10 +134,22 @@ class ExitWatcher:
         self._child = child
         self._on_exit = on_exit
         self._fd: int | None = None
+        self._pid = pid
+        self._retry: asyncio.TimerHandle | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self._retry = None
         try:
-            self._fd = os.pidfd_open(pid)
+            self._fd = os.pidfd_open(self._pid)
         except ProcessLookupError:
             self._loop.call_soon(self._fire)
+            return
+        except OSError as exc:
+            if not is_transient(exc):
+                raise
+            # Out of descriptors for now: the process is running, look again soon.
+            self._retry = self._loop.call_later(PIDFD_RETRY_SECONDS, self._open)
             return
         self._loop.add_reader(self._fd, self._fire)
 
@@ -145,6 +162,9 @@ class ExitWatcher:
 
     def close(self) -> None:
         """Stop watching (the server is stopping and leaves the worker running)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._fd is not None:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)

@@ -37,6 +37,7 @@ from .connection import WorkerConnection
 from .models import now_ms
 from .output import OutputTail
 from .procs import ExitWatcher, group_alive, signal_group, start_time
+from .ratelimit import LogLimiter
 from .store import AttemptRecord, Batch, NewLog
 from .wire import WireLog
 
@@ -119,6 +120,8 @@ class Run:
         self.done = self.loop.create_future()
         self.wants_progress = True
         self.wire = WireLog(rec.spawned_at)  # the dashboard's view (wire.py)
+        # Per attempt, not per connection: a v1 worker may connect once per message.
+        self.discards = LogLimiter(log, f"lines discarded from job {self.job_id}", loop=self.loop)
 
     # setup
 
@@ -459,6 +462,7 @@ class Run:
             self.listener = None
         for conn in tuple(self.connections):
             conn.close()
+        self.discards.close()
 
 
 def _log_event(entry: NewLog) -> dict[str, Any]:

@@ -32,10 +32,13 @@ from extjob.protocol import (
 )
 
 from .config import JobDefinition, ServerConfig
+from .environment import worker_environment
 from .events import EventBus
 from .models import Job, Metrics, now_ms
+from .private import private_dir
 from .procs import describe_status, find_worker, is_same_process, spawn
 from .recorder import Recorder
+from .resources import Backoff, is_transient
 from .run import Run
 from .store import (
     AttemptRecord,
@@ -50,8 +53,6 @@ from .store import (
 log = logging.getLogger(__name__)
 
 OUTPUT_POLL_INTERVAL = 0.2  # seconds between looks at the workers' stdout/stderr files
-# Variables of the server's own environment that never reach a worker (ENV-3).
-PRIVATE_ENV_PREFIXES = ("EXTJOB_", "DONKEYLABS_")
 
 
 class JobServer:
@@ -69,6 +70,8 @@ class JobServer:
         self._draining = False
         self._stopping = False
         self._closed: asyncio.Future[None] | None = None
+        self._spawn_backoff = Backoff()
+        self._spawn_paused_until = 0.0
 
     @property
     def store(self) -> Store:
@@ -93,9 +96,8 @@ class JobServer:
     # lifecycle
 
     async def start(self) -> None:
-        for directory in (self.config.socket_dir, self.config.spool_dir):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            os.chmod(directory, 0o700)  # TRANS-2, SPOOL-1: also when it already existed
+        private_dir(self.config.socket_dir, "socket_dir")  # TRANS-2
+        private_dir(self.config.spool_dir, "spool_dir")  # SPOOL-1, and the workers' output
         if self._store is None:
             self._store = SQLiteStore(self.config.database)
         self.recorder = Recorder(self._store)
@@ -389,7 +391,11 @@ class JobServer:
             self._wake.clear()
             wait = poll
             try:
-                while not self._draining and len(self.runs) < self.config.concurrency:
+                while (
+                    not self._draining
+                    and len(self.runs) < self.config.concurrency
+                    and loop.time() >= self._spawn_paused_until
+                ):
                     claimed = self.store.claim(
                         self.config.server_id, now_ms(), self._limits(), self._prepare
                     )
@@ -399,6 +405,8 @@ class JobServer:
                 due = self.store.next_run_at(list(self.jobs))
                 if due is not None:
                     wait = min(wait, max(0.005, (due - now_ms()) / 1000))
+                if self._spawn_paused_until > loop.time():
+                    wait = max(wait, self._spawn_paused_until - loop.time())
             except Exception:
                 # A store error (a locked or full disk, say) must not end
                 # scheduling for good: log it and try again after the poll.
@@ -459,12 +467,40 @@ class JobServer:
             )
         except OSError as exc:
             run.exited = True
+            if is_transient(exc):
+                self._spawn_later(run, exc)
+                return
             self._finalize(run, "failed", error=f"spawn failed: {exc}", retryable=False)
             self.on_exit(run, None)
             return
         self.metrics.spawned += 1
+        self._spawn_backoff.succeeded()
         run.adopt(child.pid, child)
         run.start_deadlines()
+
+    def _spawn_later(self, run: Run, exc: OSError) -> None:
+        """Out of descriptors, processes or memory for now: the job stays pending, not
+        failed, and spawning pauses for a while (``resources.Backoff``)."""
+        delay = self._spawn_backoff.failed()
+        self._spawn_paused_until = asyncio.get_running_loop().time() + delay
+        log.warning(
+            "job %s: cannot spawn now (%s); it stays pending, next try in %.1f s",
+            run.job_id,
+            exc,
+            delay,
+        )
+        run.close()
+        for path in (
+            run.rec.socket_path,
+            run.rec.out_path,
+            run.rec.err_path,
+            _payload_path(run.rec),
+        ):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.runs.pop(run.job_id, None)
+        run.done.set_result(None)
+        self.store.unclaim(run.job_id)
 
     def _payload(self, job: Job, rec: AttemptRecord, definition: JobDefinition) -> dict[str, Any]:
         """PAY-2 and PAY-3: everything a worker needs, the secrets only here (ENV-3)."""
@@ -491,13 +527,7 @@ class JobServer:
     def _worker_env(
         self, job: Job, rec: AttemptRecord, definition: JobDefinition
     ) -> dict[str, str]:
-        secret = set(self.config.secret_env)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(PRIVATE_ENV_PREFIXES) and k not in secret
-        }
-        env.update(definition.env)
+        env = worker_environment(self.config, definition.env)  # ENV-3
         env.update(  # ENV-1
             EXTJOB_JOB_ID=job.id,
             DONKEYLABS_JOB_ID=job.id,

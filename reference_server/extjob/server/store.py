@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .models import STATUSES, AttemptSummary, Job, LogEntry, LogSource
+from .private import prepare_database
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +268,7 @@ class SQLiteStore:
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         # isolation_level=None: we issue BEGIN ourselves, so a claim can take
         # the write lock up front (BEGIN IMMEDIATE) and be atomic across processes.
+        prepare_database(path)  # 0600, and so are the -wal and -shm SQLite makes beside it
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.execute("PRAGMA journal_mode = WAL")
