@@ -152,6 +152,7 @@ def _error(
     response = web.json_response({"error": body}, status=status)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="extjob"'
+        response.force_close()  # limits.py: one request per connection without the token
     if headers and "Allow" in headers:
         response.headers["Allow"] = headers["Allow"]
     return response

@@ -11,6 +11,9 @@ import sys
 from aiohttp import web
 
 from .. import JobServer, load_config
+from ..ratelimit import limit_loop_errors
+from ..resources import raise_open_files_limit
+from . import limits
 from .app import create_app
 from .settings import HttpSettings, SettingsError
 
@@ -55,20 +58,44 @@ def _main(args: argparse.Namespace) -> int:
 async def serve(server: JobServer, settings: HttpSettings, drain: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then stop the API and the server."""
     loop = asyncio.get_running_loop()
+    limit_loop_errors(loop, log)
+    raise_open_files_limit()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    runner = web.AppRunner(create_app(server, settings), access_log=None)
+    runner = web.AppRunner(
+        create_app(server, settings),
+        access_log=None,
+        keepalive_timeout=settings.idle_timeout_ms / 1000,  # limits.py: idle connections
+    )
+    # The app subscribes to the server's events in its setup: before the
+    # server starts, so that what recovery emits (job.lost, job.failed)
+    # reaches the event streams too.
+    await runner.setup()
+    listener: asyncio.Server | None = None
+    started = False
     try:
-        await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        host, port = runner.addresses[0][:2]
+        await server.start()
+        started = True
+        assert runner.server is not None
+        cap = settings.max_connections or limits.default_max_connections()
+        listener = await loop.create_server(
+            limits.capped(runner.server, cap),
+            settings.host,
+            settings.port,
+            backlog=limits.accept_backlog(cap),
+        )
+        host, port = listener.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         # One parseable line on stdout: scripts (and the demo) wait for it.
         print(f"extjob: listening on http://{shown}:{port}/", flush=True)
+        log.info("at most %d HTTP connections, idle ones closed after %d ms", cap,
+                 settings.idle_timeout_ms)  # fmt: skip
         await stop.wait()
         log.info("stopping (%s)", "draining running jobs" if drain else "workers keep running")
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
-        await server.stop(drain=drain)
+        if started:
+            await server.stop(drain=drain)

@@ -12,8 +12,17 @@ DEFAULT_PORT = 8765
 DEFAULT_TOKEN_ENV = "EXTJOB_TOKEN"
 DEFAULT_EVENT_HISTORY = 10_000
 MIN_TOKEN_CHARS = 16
+DEFAULT_IDLE_TIMEOUT_MS = 15_000
 
-_KEYS = {"host", "port", "token", "token_env", "event_history"}
+_KEYS = {
+    "host",
+    "port",
+    "token",
+    "token_env",
+    "event_history",
+    "max_connections",
+    "idle_timeout_ms",
+}
 
 
 class SettingsError(ValueError):
@@ -33,6 +42,8 @@ class HttpSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     event_history: int = DEFAULT_EVENT_HISTORY
+    max_connections: int = 0  # 0: a quarter of the open files limit (limits.py)
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
 
     @classmethod
     def from_table(
@@ -50,6 +61,12 @@ class HttpSettings:
         history = table.get("event_history", DEFAULT_EVENT_HISTORY)
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise SettingsError("[http] event_history: must be a positive integer")
+        max_connections = table.get("max_connections", 0)
+        if not _is_int(max_connections) or max_connections < 0:
+            raise SettingsError("[http] max_connections: must be an integer >= 0 (0: automatic)")
+        idle_timeout_ms = table.get("idle_timeout_ms", DEFAULT_IDLE_TIMEOUT_MS)
+        if not _is_int(idle_timeout_ms) or idle_timeout_ms < 100:
+            raise SettingsError("[http] idle_timeout_ms: must be an integer >= 100")
         token_env = table.get("token_env", DEFAULT_TOKEN_ENV)
         if not isinstance(token_env, str) or not token_env:
             raise SettingsError("[http] token_env: must be an environment variable name")
@@ -62,4 +79,15 @@ class HttpSettings:
             )
         if len(token) < MIN_TOKEN_CHARS:
             raise SettingsError(f"the API token must have at least {MIN_TOKEN_CHARS} characters")
-        return cls(token=token, host=host, port=port, event_history=history)
+        return cls(
+            token=token,
+            host=host,
+            port=port,
+            event_history=history,
+            max_connections=max_connections,
+            idle_timeout_ms=idle_timeout_ms,
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,215 @@
+"""File-descriptor floods: ``extjob serve`` under a lowered RLIMIT_NOFILE.
+
+Each test runs a real server process whose open files limit is lowered the
+way a small machine would have it, floods it with real connections, and
+checks that jobs keep running, that the flood is bounded, and that the log
+stays short (a flood once wrote 13,000 tracebacks in 8 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from http_helpers import EXTJOB, START_TIMEOUT, TOKEN, WAIT, wait_for
+
+WORKERS = Path(__file__).resolve().parents[1] / "workers"
+
+
+@dataclass
+class Limited:
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log: Path
+    socket_dir: str
+
+    def request(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        """One request on a connection of its own (the helpers' urllib keeps none open)."""
+        with socket.create_connection((self.host, self.port), timeout=WAIT) as sock:
+            data = b"" if body is None else json.dumps(body).encode()
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + data
+            )
+            reply = _read_all(sock)
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(payload) if payload else None
+
+    def job(self, job_id: str) -> dict[str, object]:
+        status, job = self.request("GET", f"/api/jobs/{job_id}")
+        assert status == 200, job
+        assert isinstance(job, dict)
+        return job
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[object]:
+    servers: list[Limited] = []
+
+    def start(soft: int, hard: int, http: str = "", jobs: str = "") -> Limited:
+        sockets = tempfile.mkdtemp(prefix="xl-")
+        config = tmp_path / "extjob.toml"
+        config.write_text(
+            f'database = "extjob.db"\nspool_dir = "spool"\nsocket_dir = {json.dumps(sockets)}\n'
+            f'poll_interval_ms = 50\n[http]\nport = 0\ntoken = "{TOKEN}"\n{http}\n{jobs}'
+        )
+        log = tmp_path / "server.log"
+
+        def lower_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+        with log.open("ab") as err:
+            process = subprocess.Popen(
+                [*EXTJOB, "serve", "--config", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                preexec_fn=lower_limit,
+                env={**os.environ, "EXTJOB_TOKEN": ""},
+            )
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
+        line = process.stdout.readline().decode() if ready else ""
+        assert line.startswith("extjob: listening on http://"), log.read_text()
+        host, port = line.split("//")[1].strip().rstrip("/").rsplit(":", 1)
+        server = Limited(process, host, int(port), log, sockets)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+QUICK_JOB = """
+[jobs.quick]
+command = "bash"
+args = ["-c", "echo ran"]
+"""
+
+
+def test_idle_api_connections_are_capped_and_timed_out_and_a_due_job_still_runs(launch):
+    server = launch(256, 256, http="idle_timeout_ms = 2000", jobs=QUICK_JOB)
+    due_in_ms = 1500
+    status, job = server.request(
+        "POST", "/api/jobs", {"name": "quick", "runAt": int(time.time() * 1000) + due_in_ms}
+    )
+    assert status == 201
+    # More idle, unauthenticated connections than the server has descriptors.
+    flood = [socket.create_connection((server.host, server.port), timeout=WAIT) for _ in range(300)]
+    most = _open_descriptors(server.process.pid)
+    # Each gets 503 at once (over the cap) or is closed once idle; meanwhile
+    # the job falls due.
+    answers = []
+    for sock in flood:
+        most = max(most, _open_descriptors(server.process.pid))
+        answers.append(_read_until_closed(sock))
+        sock.close()
+    busy = sum(answer.startswith(b"HTTP/1.1 503 ") for answer in answers)
+    assert answers.count(b"") + busy == len(flood)
+    assert busy > 0  # over the cap (a quarter of the open files limit): 503 at once
+    assert most < 256 // 4 + 128 + 32, most  # the cap, a backlog's burst, the server's own
+    done = wait_for(lambda: (j := server.job(job["id"]))["status"] in ("completed", "failed") and j)
+    assert (done["status"], done.get("error")) == ("completed", None)
+    text = server.log_text()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) < 30, text
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(WAIT)
+    try:
+        return _read_all(sock)
+    except ConnectionResetError:
+        return b""
+
+
+def _open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_the_server_raises_its_open_files_limit_and_workers_get_the_usual_one(launch):
+    server = launch(
+        256,
+        4096,
+        jobs='[jobs.limit]\ncommand = "bash"\nargs = ["-c", "echo soft=$(ulimit -Sn)"]\n',
+    )
+    limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+    assert [line.split()[3:5] for line in limits.splitlines() if "open files" in line] == [
+        ["4096", "4096"]
+    ]
+    assert "open files limit raised from 256 to 4096" in server.log_text()
+    status, job = server.request("POST", "/api/jobs", {"name": "limit"})
+    assert status == 201
+    wait_for(lambda: server.job(job["id"])["status"] == "completed")
+    status, logs = server.request("GET", f"/api/jobs/{job['id']}/logs")
+    assert [e["message"] for e in logs["logs"] if e["source"] == "stdout"] == ["soft=256"]
+
+
+def test_a_spawn_out_of_descriptors_is_retried_not_failed(launch):
+    sleeper = (
+        f"[jobs.sleeper]\ncommand = {json.dumps(sys.executable)}\n"
+        f"args = [{json.dumps(str(WORKERS / 'v1_worker.py'))}]\n"
+    )
+    server = launch(128, 128, jobs=QUICK_JOB + sleeper)
+    status, sleeping = server.request(
+        "POST", "/api/jobs", {"name": "sleeper", "data": {"sleep_ms": 60_000}}
+    )
+    assert status == 201
+    wait_for(lambda: server.job(sleeping["id"])["status"] == "running")
+    socket_path = os.path.join(server.socket_dir, f"{sleeping['id']}.1.sock")
+    due_in_ms = 2000
+    status, job = server.request(
+        "POST", "/api/jobs", {"name": "quick", "runAt": int(time.time() * 1000) + due_in_ms}
+    )
+    assert status == 201
+    # A worker's own socket has no cap (its clients are the server's user):
+    # a leak of connections there takes every descriptor the server has.
+    flood = []
+    for _ in range(250):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(0.2)
+        try:
+            sock.connect(socket_path)
+        except OSError:
+            sock.close()
+            break
+        flood.append(sock)
+    wait_for(lambda: "cannot spawn now" in server.log_text())
+    for sock in flood:
+        sock.close()
+    done = wait_for(lambda: (j := server.job(job["id"]))["status"] in ("completed", "failed") and j)
+    assert (done["status"], done["attempt"], done.get("error")) == ("completed", 1, None)
+    text = server.log_text()
+    assert "Too many open files" in text
+    assert "Traceback" in text  # the first accept failures, in full...
+    assert len(text.splitlines()) < 200, text  # ...but not thousands of them
+    server.request("POST", f"/api/jobs/{sleeping['id']}/cancel")
