@@ -8,10 +8,13 @@ stays short (a flood once wrote 13,000 tracebacks in 8 s).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import resource
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -107,6 +110,7 @@ def launch(tmp_path: Path) -> Iterator[object]:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+        shutil.rmtree(server.socket_dir, ignore_errors=True)
 
 
 QUICK_JOB = """
@@ -152,6 +156,14 @@ def _read_until_closed(sock: socket.socket) -> bytes:
         return b""
 
 
+def _connect_unix(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        sock.connect(path)
+    return sock
+
+
 def _open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -179,30 +191,40 @@ def test_a_spawn_out_of_descriptors_is_retried_not_failed(launch):
         f"[jobs.sleeper]\ncommand = {json.dumps(sys.executable)}\n"
         f"args = [{json.dumps(str(WORKERS / 'v1_worker.py'))}]\n"
     )
-    server = launch(128, 128, jobs=QUICK_JOB + sleeper)
+    limit = 128
+    server = launch(limit, limit, jobs=QUICK_JOB + sleeper)
     status, sleeping = server.request(
         "POST", "/api/jobs", {"name": "sleeper", "data": {"sleep_ms": 60_000}}
     )
     assert status == 201
     wait_for(lambda: server.job(sleeping["id"])["status"] == "running")
-    socket_path = os.path.join(server.socket_dir, f"{sleeping['id']}.1.sock")
-    due_in_ms = 2000
-    status, job = server.request(
-        "POST", "/api/jobs", {"name": "quick", "runAt": int(time.time() * 1000) + due_in_ms}
-    )
-    assert status == 201
+    # An API connection opened before the flood can still enqueue during it.
+    api = http.client.HTTPConnection(server.host, server.port, timeout=WAIT)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    api.request("GET", "/api/health", headers=headers)
+    assert api.getresponse().read()
     # A worker's own socket has no cap (its clients are the server's user):
     # a leak of connections there takes every descriptor the server has.
+    socket_path = os.path.join(server.socket_dir, f"{sleeping['id']}.1.sock")
     flood = []
-    for _ in range(250):
+    deadline = time.monotonic() + WAIT
+    while _open_descriptors(server.process.pid) < limit:
+        assert time.monotonic() < deadline, "the server never ran out of descriptors"
         sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(0.2)
+        sock.setblocking(False)
         try:
             sock.connect(socket_path)
-        except OSError:
+        except BlockingIOError:  # the backlog is full until the server accepts
             sock.close()
-            break
+            time.sleep(0.01)
+            continue
         flood.append(sock)
+    # Connections beyond: queued in the backlog, they fail every accept() meanwhile.
+    flood += [_connect_unix(socket_path) for _ in range(10)]
+    api.request("POST", "/api/jobs", json.dumps({"name": "quick"}), headers)
+    reply = api.getresponse()
+    job = json.loads(reply.read())
+    assert reply.status == 201, job
     wait_for(lambda: "cannot spawn now" in server.log_text())
     for sock in flood:
         sock.close()
@@ -212,4 +234,5 @@ def test_a_spawn_out_of_descriptors_is_retried_not_failed(launch):
     assert "Too many open files" in text
     assert "Traceback" in text  # the first accept failures, in full...
     assert len(text.splitlines()) < 200, text  # ...but not thousands of them
+    api.close()
     server.request("POST", f"/api/jobs/{sleeping['id']}/cancel")
