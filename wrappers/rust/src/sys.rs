@@ -35,7 +35,9 @@ pub(crate) fn note(text: &str) {
 /// Ignores SIGPIPE (a write to a closed socket or pipe is an error to
 /// handle, RECONNECT-2) and opens /dev/null on closed descriptors 0-2, so that
 /// no socket of ours lands there, where job code printing to a closed
-/// standard output would write into the protocol (WRAP-5).
+/// standard output would write into the protocol (WRAP-5). A Rust `main`
+/// gets both from std's runtime already; this covers a worker whose `main`
+/// is not Rust's (the crate inside a C program, say).
 pub(crate) fn prepare_process() {
     // SAFETY: plain libc calls on small integers; no memory is shared.
     unsafe {

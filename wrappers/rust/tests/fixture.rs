@@ -251,6 +251,43 @@ fn wrap_5_broken_or_failing_stdout_and_stderr_do_not_stop_the_worker() {
     assert_eq!(w.wait().code(), Some(1));
 }
 
+extern "C" {
+    fn close(fd: i32) -> i32;
+}
+
+#[test]
+fn wrap_5_closed_stdout_and_stderr_never_carry_protocol_traffic() {
+    use std::os::unix::process::CommandExt;
+    let peer = Peer::unix();
+    let payload = format!(
+        "{}\n",
+        v1_payload(&peer.socket_path, json!({"scenario": "panic"}))
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_extjob-fixture"));
+    cmd.stdin(Stdio::piped());
+    // SAFETY: close(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            close(1);
+            close(2);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload.as_bytes())
+        .unwrap();
+    let mut w = Worker { child };
+    let mut conn = peer.accept();
+    let got = conn.until_terminal();
+    assert_eq!(got[0]["type"], "started");
+    assert_eq!(got.last().unwrap()["error"], "panic: fixture panic");
+    assert_eq!(w.wait().code(), Some(1));
+}
+
 #[test]
 fn cancel_3_sigterm_is_a_cancel_request_the_job_code_sees() {
     let peer = Peer::unix();
