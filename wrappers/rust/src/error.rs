@@ -28,6 +28,9 @@ pub enum Error {
     Encode(String),
     /// The job's data does not have the shape the job code asked for.
     Data(String),
+    /// The first connection could not be made within `reconnectWindowMs`
+    /// (RECONNECT-6): the job code must not run.
+    Unreachable(String),
 }
 
 impl fmt::Display for Error {
@@ -41,6 +44,7 @@ impl fmt::Display for Error {
             Error::InvalidArgument(why) => f.write_str(why),
             Error::Encode(why) => write!(f, "cannot encode as JSON: {why}"),
             Error::Data(why) => write!(f, "the job's data: {why}"),
+            Error::Unreachable(why) => f.write_str(why),
         }
     }
 }

@@ -357,9 +357,46 @@ impl Job {
         self.0.cancel.clone()
     }
 
+    /// Blocks until the server has the terminal message: acknowledged
+    /// (REPLAY-3), written to a server without replay, or spooled (SPOOL-2);
+    /// or until the server stayed away for `reconnectWindowMs` (RECONNECT-3).
+    /// Call it after `complete` or `fail`.
+    pub fn wait(&self) -> Delivery {
+        match self.0.session.wait_settled() {
+            Settled::Delivered => Delivery::Delivered,
+            Settled::Spooled => Delivery::Spooled,
+            Settled::Lost(why) | Settled::NeverConnected(why) => Delivery::Lost(why),
+        }
+    }
+
+    /// The exit status this process should end with (EXIT-2): 0 after
+    /// `completed`, 1 after `failed` or without a terminal message.
+    pub fn exit_code(&self) -> i32 {
+        if self.completed() {
+            0
+        } else {
+            1
+        }
+    }
+
+    #[cfg(test)]
     pub(crate) fn wait_settled(&self) -> Settled {
         self.0.session.wait_settled()
     }
+}
+
+/// What became of the terminal message ([`Job::wait`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The server has it: acknowledged, or written to a server without
+    /// replay (which never acknowledges, NEG-3).
+    Delivered,
+    /// The server stayed away; the result is in the spool file (SPOOL-2).
+    Spooled,
+    /// The server stayed away and there was no spool file (or it could not
+    /// be written): why.
+    Lost(String),
 }
 
 /// The data of progress and log: a JSON object, or nothing for `null`.

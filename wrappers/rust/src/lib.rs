@@ -121,12 +121,12 @@ mod vectors;
 
 pub use cancel::{CancelRequest, CancelToken};
 pub use error::{Error, PayloadError, Permanent};
-pub use job::{Job, Level};
+pub use job::{Delivery, Job, Level};
 pub use payload::{
     Payload, DEFAULT_MAX_LINE_BYTES, DEFAULT_RECONNECT_WINDOW_MS, MAX_PAYLOAD_BYTES,
     V1_HEARTBEAT_INTERVAL_MS,
 };
-pub use runner::run;
+pub use runner::{run, start};
 
 /// The extensions this crate implements (NEG-1).
 pub const IMPLEMENTED_FEATURES: [&str; 5] = ["auth", "replay", "control", "spool", "checkpoint"];

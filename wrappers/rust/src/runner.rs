@@ -10,10 +10,9 @@ use std::process;
 use serde::Serialize;
 
 use crate::cancel::CancelToken;
-use crate::error::{error_stack, error_text, is_permanent};
-use crate::job::Job;
+use crate::error::{error_stack, error_text, is_permanent, Error};
+use crate::job::{Delivery, Job};
 use crate::payload::Payload;
-use crate::session::Settled;
 use crate::sys;
 
 thread_local! {
@@ -68,11 +67,13 @@ where
     // Caught before started can go out: a server may signal at once.
     let cancel = CancelToken::new();
     sys::cancel_on_sigterm(cancel.clone());
-    let job = Job::start(payload, cancel);
-    if let Err(why) = job.session().wait_started() {
-        sys::note(&why);
-        process::exit(1);
-    }
+    let job = match start_with(payload, cancel) {
+        Ok(job) => job,
+        Err(e) => {
+            sys::note(&e.to_string());
+            process::exit(1);
+        }
+    };
     install_panic_hook();
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(&job)));
     let sent = if job.finished() {
@@ -103,12 +104,65 @@ where
     if let Err(e) = sent {
         sys::note(&format!("the terminal message: {e}"));
     }
-    match job.wait_settled() {
-        Settled::Delivered => {}
-        Settled::Spooled => sys::note("the server stayed away; the result is spooled (SPOOL-2)"),
-        Settled::Lost(why) | Settled::NeverConnected(why) => sys::note(&why),
+    match job.wait() {
+        Delivery::Spooled => sys::note("the server stayed away; the result is spooled (SPOOL-2)"),
+        Delivery::Lost(why) => sys::note(&why),
+        _ => {}
     }
-    process::exit(if job.completed() { 0 } else { 1 });
+    process::exit(job.exit_code());
+}
+
+/// Starts the job of `payload` without taking over the process: connects,
+/// presents the token when the payload offers extensions, and returns once
+/// `started` is written, so that the job code runs after it (LIFE-1). From
+/// then on heartbeats flow in the background (HB-2). The caller reports with
+/// the [`Job`], ends it with `complete` or `fail`, waits with
+/// [`Job::wait`], and exits with [`Job::exit_code`]. [`run`] does all of
+/// that, and turns SIGTERM into a cancel request; use it unless the process
+/// is not only this job's.
+///
+/// A server that cannot be reached within `reconnectWindowMs` is
+/// [`Error::Unreachable`] (RECONNECT-6).
+///
+/// ```
+/// use std::io::BufRead;
+/// use std::os::unix::net::UnixListener;
+/// use extjob_worker::{Delivery, Payload};
+///
+/// // A v1 server, as the original: it reads lines and never writes.
+/// let dir = std::env::temp_dir().join(format!("extjob-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let socket = dir.join("job.sock");
+/// let server = UnixListener::bind(&socket)?;
+/// let reading = std::thread::spawn(move || {
+///     let (conn, _) = server.accept().unwrap();
+///     std::io::BufReader::new(conn).lines().map(Result::unwrap).collect::<Vec<_>>()
+/// });
+///
+/// let line = serde_json::json!({"jobId": "j_1", "name": "double", "data": {"n": 21}, "socketPath": socket});
+/// let payload = Payload::parse(line.to_string().as_bytes(), |_| None)?;
+/// let job = extjob_worker::start(payload)?; // connected, started written
+/// let n = job.data()["n"].as_i64().unwrap();
+/// job.progress(50.0, "halfway")?;
+/// job.complete(&(n * 2))?;
+/// assert_eq!(job.wait(), Delivery::Delivered); // written: a v1 server sends no ack
+/// assert_eq!(job.exit_code(), 0);
+///
+/// let lines = reading.join().unwrap(); // the worker closed the connection
+/// assert!(lines[0].starts_with(r#"{"type":"started","jobId":"j_1","timestamp":"#));
+/// assert!(lines[1].ends_with(r#""percent":50,"message":"halfway"}"#));
+/// assert!(lines[2].starts_with(r#"{"type":"completed""#) && lines[2].ends_with(r#""result":42}"#));
+/// std::fs::remove_dir_all(dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn start(payload: Payload) -> Result<Job, Error> {
+    start_with(payload, CancelToken::new())
+}
+
+fn start_with(payload: Payload, cancel: CancelToken) -> Result<Job, Error> {
+    let job = Job::start(payload, cancel);
+    job.session().wait_started().map_err(Error::Unreachable)?;
+    Ok(job)
 }
 
 fn install_panic_hook() {
