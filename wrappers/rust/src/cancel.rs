@@ -2,8 +2,11 @@
 //! to wait for, and to be called back on.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,9 +23,16 @@ pub struct CancelRequest {
 type Callback = Box<dyn FnOnce(&CancelRequest) + Send>;
 
 #[derive(Default)]
+struct State {
+    request: Option<CancelRequest>,
+    callbacks: Vec<Callback>,
+    wakers: Vec<Waker>,
+}
+
+#[derive(Default)]
 struct Inner {
     cancelled: AtomicBool,
-    state: Mutex<(Option<CancelRequest>, Vec<Callback>)>,
+    state: Mutex<State>,
     cv: Condvar,
 }
 
@@ -66,14 +76,14 @@ impl CancelToken {
 
     /// The request, once there is one.
     pub fn get(&self) -> Option<CancelRequest> {
-        self.lock().0.clone()
+        self.lock().request.clone()
     }
 
     /// Blocks until a cancel is requested.
     pub fn wait(&self) -> CancelRequest {
         let mut st = self.lock();
         loop {
-            if let Some(r) = &st.0 {
+            if let Some(r) = &st.request {
                 return r.clone();
             }
             st = self.0.cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -85,7 +95,7 @@ impl CancelToken {
         let until = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
-            if let Some(r) = &st.0 {
+            if let Some(r) = &st.request {
                 return Some(r.clone());
             }
             let left = until.checked_duration_since(Instant::now())?;
@@ -102,8 +112,8 @@ impl CancelToken {
     /// (at once if it already was).
     pub fn on_cancel(&self, callback: impl FnOnce(&CancelRequest) + Send + 'static) {
         let mut st = self.lock();
-        match st.0.clone() {
-            None => st.1.push(Box::new(callback)),
+        match st.request.clone() {
+            None => st.callbacks.push(Box::new(callback)),
             Some(r) => {
                 drop(st);
                 call_back(vec![Box::new(callback)], r);
@@ -116,25 +126,88 @@ impl CancelToken {
     /// example from its own deadline).
     pub fn request(&self, reason: impl Into<String>, deadline_ms: Option<u64>) {
         let mut st = self.lock();
-        if st.0.is_some() {
+        if st.request.is_some() {
             return;
         }
         let request = CancelRequest {
             reason: reason.into(),
             deadline_ms,
         };
-        st.0 = Some(request.clone());
-        let callbacks = std::mem::take(&mut st.1);
+        st.request = Some(request.clone());
+        let callbacks = std::mem::take(&mut st.callbacks);
+        let wakers = std::mem::take(&mut st.wakers);
         self.0.cancelled.store(true, Ordering::Release);
         self.0.cv.notify_all();
         drop(st);
+        wakers.into_iter().for_each(Waker::wake);
         if !callbacks.is_empty() {
             call_back(callbacks, request);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<CancelRequest>, Vec<Callback>)> {
+    /// A future that resolves to the request once there is one. It needs no
+    /// particular runtime: tokio, smol or a hand-made executor all drive it
+    /// (there is no `tokio` feature because none is needed).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::task::{Context, Poll, Wake};
+    /// use extjob_worker::CancelToken;
+    ///
+    /// struct Unpark(std::thread::Thread);
+    /// impl Wake for Unpark {
+    ///     fn wake(self: Arc<Self>) {
+    ///         self.0.unpark()
+    ///     }
+    /// }
+    /// fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    ///     let mut f = std::pin::pin!(f);
+    ///     let waker = Arc::new(Unpark(std::thread::current())).into();
+    ///     let mut cx = Context::from_waker(&waker);
+    ///     loop {
+    ///         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+    ///             return v;
+    ///         }
+    ///         std::thread::park();
+    ///     }
+    /// }
+    ///
+    /// let token = CancelToken::new();
+    /// let server = token.clone();
+    /// std::thread::spawn(move || server.request("timeout", Some(0)));
+    /// assert_eq!(block_on(token.cancelled()).reason, "timeout");
+    /// ```
+    pub fn cancelled(&self) -> Cancelled {
+        Cancelled {
+            token: self.clone(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The future of [`CancelToken::cancelled`].
+#[derive(Debug, Clone)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Cancelled {
+    token: CancelToken,
+}
+
+impl Future for Cancelled {
+    type Output = CancelRequest;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CancelRequest> {
+        let mut st = self.token.lock();
+        if let Some(r) = &st.request {
+            return Poll::Ready(r.clone());
+        }
+        // One waker per task, however often a select loop polls it.
+        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 

@@ -57,22 +57,21 @@
 //! # Threads and async code
 //!
 //! [`Job`] is `Clone + Send + Sync`: hand clones to threads, and every line
-//! is still written whole (WRAP-4). No async runtime is needed or assumed
-//! (there is no `tokio` feature): async job code builds its runtime inside
-//! the handler and blocks on it, and reaches the cancel request through
-//! [`CancelToken::on_cancel`], which runs on a thread of its own and can
-//! complete a channel of any runtime:
+//! is still written whole (WRAP-4). No async runtime is needed or assumed,
+//! and none is tied in (there is no `tokio` feature because none is needed):
+//! async job code builds its runtime inside the handler and blocks on it,
+//! and awaits the cancel request as [`CancelToken::cancelled`], a future any
+//! executor drives. With tokio:
 //!
-//! ```no_run
-//! # fn block_on<F: std::future::Future>(f: F) -> F::Output { unimplemented!() }
-//! extjob_worker::run(|job| -> Result<(), Box<dyn std::error::Error>> {
-//!     let (tx, rx) = std::sync::mpsc::channel(); // or a tokio oneshot
-//!     job.cancel_token().on_cancel(move |request| {
-//!         let _ = tx.send(request.reason.clone());
-//!     });
-//!     block_on(async { /* the job's futures; select on the cancel */ });
-//!     drop(rx);
-//!     Ok(())
+//! ```ignore
+//! extjob_worker::run(|job| -> Result<u64, Box<dyn std::error::Error>> {
+//!     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//!     runtime.block_on(async {
+//!         tokio::select! {
+//!             request = job.cancel_token().cancelled() => Err(request.reason.into()),
+//!             n = fetch_and_count(job) => n,
+//!         }
+//!     })
 //! })
 //! ```
 //!
@@ -119,7 +118,7 @@ mod api_tests;
 #[cfg(test)]
 mod vectors;
 
-pub use cancel::{CancelRequest, CancelToken};
+pub use cancel::{CancelRequest, CancelToken, Cancelled};
 pub use error::{Error, PayloadError, Permanent};
 pub use job::{Delivery, Job, Level};
 pub use payload::{
