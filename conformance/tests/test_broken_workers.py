@@ -22,7 +22,7 @@ ALL_FEATURES = frozenset({"core", "auth", "replay", "control", "spool", "checkpo
 CAUGHT_BY = {
     "no-heartbeat": ("core/heartbeat/busy", "HB-2"),
     "late-heartbeat": ("core/heartbeat/busy", "HB-2"),
-    "heartbeat-first": ("core/lifecycle/complete", "STREAM-2"),
+    "heartbeat-first": ("core/lifecycle/complete", "LIFE-1"),
     "missing-field": ("core/lifecycle/complete", "MSG-4"),
     "wrong-job-id": ("core/lifecycle/complete", "MSG-1"),
     "after-terminal": ("core/lifecycle/complete", "STREAM-3"),

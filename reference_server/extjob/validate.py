@@ -13,6 +13,7 @@ on lines the workers found valid.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -161,30 +162,71 @@ def _where(finding: Finding) -> str:
     return f"{finding.source}:{finding.line}" if finding.line else finding.source
 
 
+def _graded(finding: Finding) -> str:
+    """``file:line: error: REQ: ...`` or ``...: warning: ...``, as compilers write them."""
+    return f"{_where(finding)}: {finding.problem.severity}: {finding.problem}"
+
+
+def _count(reports: list[StreamReport], severity: str) -> int:
+    return sum(1 for r in reports for f in r.findings if f.problem.severity == severity)
+
+
 def write_text(reports: list[StreamReport], out: TextIO) -> None:
     for report in reports:
         for finding in report.findings:
-            out.write(f"{_where(finding)}: {finding.problem}\n")
+            out.write(_graded(finding) + "\n")
     lines = sum(r.lines for r in reports)
-    problems = sum(len(r.findings) for r in reports)
-    invalid = sum(1 for r in reports if r.findings)
-    verdict = f"{problems} problem(s) in {invalid} stream(s)" if problems else "valid"
+    errors, warnings = _count(reports, "error"), _count(reports, "warning")
+    streams = sum(1 for r in reports if r.findings)
+    if errors or warnings:
+        verdict = f"{errors} error(s), {warnings} warning(s) in {streams} stream(s)"
+    else:
+        verdict = "valid"
     out.write(f"{len(reports)} stream(s), {lines} line(s): {verdict}\n")
 
 
+def write_json(reports: list[StreamReport], out: TextIO) -> None:
+    """One JSON document: every finding with its severity, and the totals."""
+    document = {
+        "streams": [
+            {
+                "source": r.source,
+                "lines": r.lines,
+                "findings": [
+                    {
+                        "line": f.line,
+                        "severity": f.problem.severity,
+                        "requirement": f.problem.requirement,
+                        "field": f.problem.field,
+                        "message": f.problem.message,
+                    }
+                    for f in r.findings
+                ],
+            }
+            for r in reports
+        ],
+        "errors": _count(reports, "error"),
+        "warnings": _count(reports, "warning"),
+    }
+    out.write(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+
+
 def write_github(reports: list[StreamReport], out: TextIO) -> None:
-    """GitHub Actions workflow commands: one annotation per problem."""
+    """GitHub Actions workflow commands: one annotation per problem, ``::error`` or
+    ``::warning`` by its severity."""
     for report in reports:
         for finding in report.findings:
             line = f",line={finding.line}" if finding.line else ""
             text = str(finding.problem).replace("%", "%25").replace("\n", "%0A")
             title = finding.problem.requirement
-            out.write(f"::error file={finding.source}{line},title={title}::{text}\n")
+            command = finding.problem.severity
+            out.write(f"::{command} file={finding.source}{line},title={title}::{text}\n")
 
 
 def write_junit(reports: list[StreamReport], out: TextIO) -> None:
-    """One test case per stream; its problems are the failure's text."""
-    failures = sum(1 for r in reports if r.findings)
+    """One test case per stream: its errors are the failure's text; a stream with
+    warnings only passes, its warnings in ``system-out``."""
+    failures = sum(1 for r in reports if any(f.problem.severity == "error" for f in r.findings))
     suite = ElementTree.Element(
         "testsuite", name="extjob validate", tests=str(len(reports)), failures=str(failures)
     )
@@ -192,27 +234,35 @@ def write_junit(reports: list[StreamReport], out: TextIO) -> None:
         case = ElementTree.SubElement(
             suite, "testcase", classname="extjob.validate", name=report.source
         )
-        if report.findings:
+        errors = [f for f in report.findings if f.problem.severity == "error"]
+        warnings = [f for f in report.findings if f.problem.severity == "warning"]
+        if errors:
             failure = ElementTree.SubElement(
                 case,
                 "failure",
-                message=f"{len(report.findings)} problem(s)",
-                type=report.findings[0].problem.requirement,
+                message=f"{len(errors)} error(s)",
+                type=errors[0].problem.requirement,
             )
-            failure.text = "\n".join(f"{_where(f)}: {f.problem}" for f in report.findings)
+            failure.text = "\n".join(_graded(f) for f in errors)
+        if warnings:
+            ElementTree.SubElement(case, "system-out").text = "\n".join(
+                _graded(f) for f in warnings
+            )
     ElementTree.indent(suite)
     out.write(ElementTree.tostring(suite, encoding="unicode") + "\n")
 
 
 WRITERS: dict[str, Callable[[list[StreamReport], TextIO], None]] = {
     "text": write_text,
+    "json": write_json,
     "github": write_github,
     "junit": write_junit,
 }
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit status: 0 all valid, 1 a problem found, 2 a file could not be read."""
+    """Exit status: 0 valid (warnings allowed unless ``--strict``), 1 an error found
+    (or, with ``--strict``, a warning), 2 a file could not be read."""
     reports, unreadable = [], False
     with Validator(args.jobs or os.cpu_count() or 1, args.max_line) as validator:
         for path in args.files or ["-"]:
@@ -228,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
     WRITERS[args.format](reports, sys.stdout)
     if unreadable:
         return 2
-    return 1 if any(r.findings for r in reports) else 0
+    failing = ("error", "warning") if args.strict else ("error",)
+    return 1 if any(f.problem.severity in failing for r in reports for f in r.findings) else 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -236,13 +287,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "validate",
         help="check captured NDJSON message streams against the schemas and stream rules",
         description="Check NDJSON message streams (one attempt per file) against the "
-        "JSON Schemas and the stream rules of SPEC.md section 9. "
-        "Exit status: 0 valid, 1 problems found, 2 usage error.",
+        "JSON Schemas and the stream rules of SPEC.md section 9. A deviation the "
+        "spec tells servers to tolerate (LIFE-2: a heartbeat before started) is a "
+        "warning. Exit status: 0 valid (warnings allowed), 1 errors found (or "
+        "warnings, with --strict), 2 usage error.",
     )
     parser.add_argument(
         "files", nargs="*", metavar="FILE", help="one stream per file; - or none reads stdin"
     )
     parser.add_argument("--format", choices=sorted(WRITERS), default="text")
+    parser.add_argument("--strict", action="store_true", help="fail on warnings too")
     parser.add_argument(
         "--jobs",
         type=int,

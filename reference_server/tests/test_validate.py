@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from extjob.protocol import SCHEMA_DIR
 from extjob.validate import Validator
 
 EXAMPLES = SCHEMA_DIR / "examples"
+WORKERS = Path(__file__).resolve().parent / "workers"
 
 
 def extjob(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,21 +48,24 @@ def test_each_problem_is_one_line_with_file_line_requirement_and_field() -> None
     path = EXAMPLES / "broken.ndjson"
     result = extjob("validate", str(path))
     assert result.returncode == 1
-    assert result.stdout.splitlines()[:5] == [
-        f"{path}:1: STREAM-2: type: first message is 'heartbeat', not started",
-        f"{path}:3: MSG-4: percent: 150 is greater than the maximum of 100",
-        f"{path}:4: FRAME-2: not valid JSON: unexpected control character in string: "
+    assert result.stdout.splitlines() == [
+        f"{path}:1: warning: LIFE-1: type: 'heartbeat' before started (servers tolerate it, "
+        "LIFE-2)",
+        f"{path}:3: error: MSG-4: percent: 150 is greater than the maximum of 100",
+        f"{path}:4: error: FRAME-2: not valid JSON: unexpected control character in string: "
         "line 1 column 77 (char 76)",
-        f"{path}:5: STREAM-1: jobId: 'job_other'; stream is 'job_7f3a9c'",
-        f"{path}:7: STREAM-3: type: 'heartbeat' after the terminal message",
+        f"{path}:5: error: STREAM-1: jobId: 'job_other'; stream is 'job_7f3a9c'",
+        f"{path}:7: error: STREAM-3: type: 'heartbeat' after the terminal message",
+        "1 stream(s), 7 line(s): 4 error(s), 1 warning(s) in 1 stream(s)",
     ]
 
 
 def test_github_format_annotates_each_line() -> None:
     result = extjob("validate", "--format", "github", str(EXAMPLES / "broken.ndjson"))
     assert result.returncode == 1
-    first = result.stdout.splitlines()[0]
-    assert first.startswith(f"::error file={EXAMPLES / 'broken.ndjson'},line=1,title=STREAM-2::")
+    first, second = result.stdout.splitlines()[:2]
+    assert first.startswith(f"::warning file={EXAMPLES / 'broken.ndjson'},line=1,title=LIFE-1::")
+    assert second.startswith(f"::error file={EXAMPLES / 'broken.ndjson'},line=3,title=MSG-4::")
 
 
 def test_junit_format_is_xml_with_one_case_per_stream() -> None:
@@ -74,14 +79,16 @@ def test_junit_format_is_xml_with_one_case_per_stream() -> None:
     suite = ElementTree.fromstring(result.stdout)
     assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
     failure = suite.find("testcase/failure")
-    assert failure is not None and failure.get("message") == "5 problem(s)"
+    assert failure is not None and failure.get("message") == "4 error(s)"
+    warnings = suite.find("testcase/system-out")
+    assert warnings is not None and "warning: LIFE-1" in (warnings.text or "")
 
 
 def test_an_unreadable_file_is_a_usage_error_but_the_others_are_still_checked() -> None:
     result = extjob("validate", "/nonexistent/stream.ndjson", str(EXAMPLES / "broken.ndjson"))
     assert result.returncode == 2
     assert "cannot read /nonexistent/stream.ndjson" in result.stderr
-    assert "STREAM-2" in result.stdout
+    assert "STREAM-3" in result.stdout
 
 
 def test_a_bad_option_is_a_usage_error() -> None:
@@ -146,3 +153,61 @@ def test_worker_processes_find_exactly_what_one_process_finds(tmp_path: Path, jo
     single = findings(path)
     assert len(single) == 30
     assert findings(path, jobs=jobs) == single
+
+
+def capture_original_python_worker(tmp_path: Path) -> Path:
+    """What the original Python wrapper really sends, captured on a real socket."""
+    socket_path = tmp_path / "w.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(socket_path))
+        listener.listen(1)
+        payload = {"jobId": "j_1", "name": "orig", "data": {"steps": 2}}
+        payload["socketPath"] = str(socket_path)
+        worker = subprocess.Popen(
+            [sys.executable, str(WORKERS / "original_python_worker.py")], stdin=subprocess.PIPE
+        )
+        assert worker.stdin is not None
+        worker.stdin.write(json.dumps(payload).encode() + b"\n")
+        worker.stdin.close()
+        listener.settimeout(30)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(30)
+            captured = b"".join(iter(lambda: conn.recv(65536), b""))
+        assert worker.wait(timeout=30) == 0
+    path = tmp_path / "original-python.ndjson"
+    path.write_bytes(captured)
+    return path
+
+
+def test_life_2_the_original_python_wrappers_heartbeat_first_is_a_warning_in_every_format(
+    tmp_path: Path,
+) -> None:
+    path = capture_original_python_worker(tmp_path)
+    assert json.loads(path.read_bytes().splitlines()[0])["type"] == "heartbeat"
+
+    text = extjob("validate", str(path))
+    assert text.returncode == 0, text.stdout  # servers tolerate it: not a failure
+    assert text.stdout.splitlines() == [
+        f"{path}:1: warning: LIFE-1: type: 'heartbeat' before started (servers tolerate it, "
+        "LIFE-2)",
+        "1 stream(s), 5 line(s): 0 error(s), 1 warning(s) in 1 stream(s)",
+    ]
+    assert extjob("validate", "--strict", str(path)).returncode == 1
+
+    report = extjob("validate", "--format", "json", str(path))
+    assert report.returncode == 0
+    document = json.loads(report.stdout)
+    assert (document["errors"], document["warnings"]) == (0, 1)
+    first = document["streams"][0]["findings"][0]
+    assert (first["line"], first["severity"], first["requirement"]) == (1, "warning", "LIFE-1")
+
+    github = extjob("validate", "--format", "github", str(path))
+    assert github.returncode == 0
+    assert github.stdout.startswith(f"::warning file={path},line=1,title=LIFE-1::")
+
+    junit = extjob("validate", "--format", "junit", str(path))
+    assert junit.returncode == 0
+    suite = ElementTree.fromstring(junit.stdout)
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
+    assert "warning: LIFE-1" in (suite.findtext("testcase/system-out") or "")

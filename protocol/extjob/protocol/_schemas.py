@@ -29,13 +29,24 @@ _MISSING = re.compile(r"^'(.+)' is a required property$")
 _TYPE_DIRS: dict[Direction, str] = {"worker": "messages", "server": "server"}
 
 
+Severity = Literal["error", "warning"]
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a message, a payload or a stream."""
+    """One thing wrong with a message, a payload or a stream.
+
+    ``severity`` is ``"warning"`` for a deviation the spec tells receivers to
+    tolerate (LIFE-2): the sender still broke ``requirement``, but a stream
+    with only warnings is one a server handles correctly. Every report of
+    ``extjob validate`` grades by it; ``extjob conformance`` fails a wrapper
+    for either (a tolerated deviation is still a broken MUST).
+    """
 
     requirement: str
     field: str | None
     message: str
+    severity: Severity = "error"
 
     def __str__(self) -> str:
         return f"{self.requirement}: {self.field + ': ' if self.field else ''}{self.message}"

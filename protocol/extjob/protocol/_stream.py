@@ -50,9 +50,9 @@ class StreamChecker:
         self._count += 1
         attempt = self._attempt
         if attempt is None:
+            # STREAM-2's first message is the lifecycle's business: a v1
+            # worker's heartbeat first is tolerated (LIFE-2), a warning.
             attempt = self._attempt = Attempt(msg.job_id)
-            if msg.type not in ("hello", "started"):
-                return [Problem("STREAM-2", "type", f"first message is {msg.type!r}, not started")]
         if msg.job_id != attempt.job_id:
             return [Problem("STREAM-1", "jobId", f"{msg.job_id!r}; stream is {attempt.job_id!r}")]
 
@@ -123,5 +123,8 @@ class StreamChecker:
         except RemoteProtocolError as exc:
             return [Problem(exc.requirement, exc.field, exc.detail)]
         if verdict.tolerated:
-            return [Problem("STREAM-2", "type", f"{msg.type!r} before started (LIFE-1)")]
+            # LIFE-2: servers tolerate it, so it is a warning, against the
+            # rule the worker broke (LIFE-1), also as the first message.
+            detail = f"{msg.type!r} before started (servers tolerate it, LIFE-2)"
+            return [Problem("LIFE-1", "type", detail, "warning")]
         return []
