@@ -133,6 +133,20 @@ def test_auth_3_once_authenticated_a_tokenless_connection_cannot_write() -> None
     assert [m.type for m in later.messages] == ["completed"]
 
 
+def test_auth_3_a_tokenless_connection_bound_before_the_hello_is_cut_off_by_it() -> None:
+    a = attempt()
+    early = a.connect()
+    assert early.receive_data(line("heartbeat"), now=0.5).refused is None
+    assert early.binding is Binding.V1  # nothing told it apart from a v1 worker, yet
+    real = extended(a)
+    real.receive_data(line("started", seq=1), now=1.0)
+    forged = early.receive_data(line("log", seq=1_000_000, level="info", message="x"), now=2.0)
+    assert forged.refused is not None and forged.refused.requirement == "AUTH-3"
+    assert not forged.messages and early.data_to_send() == b""  # closed, never written to
+    later = real.receive_data(line("completed", seq=2, result=1), now=3.0)
+    assert [m.type for m in later.messages] == ["completed"]
+
+
 def test_auth_5_a_server_may_require_hello() -> None:
     conn = attempt(require_hello=True).connect()
     intake = conn.receive_data(line("started"), now=1.0)
@@ -331,6 +345,36 @@ def test_stale_1_once_per_silence_and_stale_2_at_twice_the_timeout() -> None:
     assert a.check_silence(2.0).action == "kill"
     a.connect().receive_data(line("started"), 2.5)  # a line ends the silence
     assert a.check_silence(3.6).action == "stale"
+
+
+def test_stale_3_a_server_that_was_not_running_reads_first_and_does_not_blame_the_worker() -> None:
+    a = attempt(heartbeat_timeout_ms=1000)
+    conn = a.connect()
+    conn.receive_data(line("started"), now=0.0)
+    assert a.check_silence(0.0).next_at == 1.0
+    # The server is stopped from 0.2 s to 2.7 s; the worker heartbeats on into its socket.
+    late = a.check_silence(2.7)  # asked for 1.0: 1.7 s late, far beyond STALE-1's 100 ms
+    assert late.action is None and late.next_at == pytest.approx(2.75)  # read first
+    conn.receive_data(line("heartbeat") * 12, now=2.72)  # what waited on the socket
+    again = a.check_silence(2.75)
+    assert again.action is None and again.next_at == pytest.approx(3.72)
+
+
+def test_stale_3_the_time_the_server_was_not_running_is_not_silence_of_a_dead_worker() -> None:
+    a = attempt(heartbeat_timeout_ms=1000)
+    a.connect().receive_data(line("started"), now=0.0)
+    assert a.check_silence(0.0).next_at == 1.0
+    assert a.check_silence(2.5).action is None  # stopped for about 1.5 s: credited
+    stale = a.check_silence(2.55)  # nothing came: 1.05 s of silence while running
+    assert stale.action == "stale" and stale.next_at == pytest.approx(3.5)
+    kill = a.check_silence(3.5)
+    assert (kill.action, kill.silence_ms) == ("kill", 2000)
+
+
+def test_stale_3_a_look_within_stale_1s_slack_is_not_a_stall() -> None:
+    a = attempt(heartbeat_timeout_ms=1000)
+    assert a.check_silence(0.0).next_at == 1.0
+    assert a.check_silence(1.09).action == "stale"  # 90 ms late: the worker's silence
 
 
 def test_start_1_the_silence_before_the_first_line_counts_from_the_spawn() -> None:

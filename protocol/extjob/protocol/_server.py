@@ -34,7 +34,15 @@ from ._timing import (
     DEFAULT_MAX_LINE_BYTES,
     exit_grace_ms,
     heartbeat_interval_ms,
+    stale_slack_ms,
 )
+
+#: STALE-3: after the server finds it was not running, how long it gives
+#: itself to read what waited on its sockets before it looks at a silence again.
+READ_FIRST_S = 0.05
+
+#: AUTH-3: why a connection without hello is refused once a hello was accepted.
+_AUTHENTICATED = "this attempt has an authenticated connection: one without hello may not write"
 
 #: Informational ``error`` lines are dropped once this much output is queued
 #: for a worker that does not read (CTRL-6).
@@ -186,6 +194,11 @@ class ServerAttempt:
         self._bound = 0  # connections bound so far (spool files not counted)
         self.last_receipt = now
         self.stale = False
+        # STALE-3: when the server asked to look again, and the time it was
+        # itself not running during the silence since ``_credit_for``.
+        self._look_at: float | None = None
+        self._credit_for = now
+        self._credit = 0.0
         self.cancel_reason: str | None = None
         #: A user asked to cancel (CANCEL-4), also during a timeout's cancel.
         self.cancel_requested = False
@@ -267,12 +280,27 @@ class ServerAttempt:
 
     def check_silence(self, now: float) -> Silence:
         """STALE-1 once per silence, STALE-2 at twice the timeout; the time
-        before the first line counts (START-1)."""
-        silence = now - self.last_receipt
+        before the first line counts (START-1).
+
+        STALE-3: a look later than STALE-1 allows after the time this asked
+        for means the server itself was not running (stopped, paused,
+        blocked). That time is not the worker's silence, and nothing is
+        decided then: the answer is to look again shortly, once the server
+        has read what waited on its sockets meanwhile."""
+        if self._credit_for != self.last_receipt:  # a line since: a new silence
+            self._credit_for, self._credit = self.last_receipt, 0.0
+        late = 0.0 if self._look_at is None else now - self._look_at
+        self._look_at = None
+        timeout = self.heartbeat_timeout_ms / 1000
+        if self.terminal is None and late > stale_slack_ms(self.heartbeat_timeout_ms) / 1000:
+            self._credit += late
+            self._look_at = now + READ_FIRST_S
+            credited = now - self.last_receipt - self._credit
+            return Silence(None, int(credited * 1000), self._look_at)
+        silence = now - self.last_receipt - self._credit
         silence_ms = int(silence * 1000)
         if self.terminal is not None:
             return Silence(None, silence_ms, None)
-        timeout = self.heartbeat_timeout_ms / 1000
         if silence >= 2 * timeout:
             return Silence("kill", silence_ms, None)
         action: Literal["stale"] | None = None
@@ -280,7 +308,8 @@ class ServerAttempt:
             self.stale = True
             action = "stale"
         wait = 2 * timeout if self.stale else timeout
-        return Silence(action, silence_ms, self.last_receipt + wait)
+        self._look_at = self.last_receipt + self._credit + wait
+        return Silence(action, silence_ms, self._look_at)
 
     def exit_deadline(self, now: float) -> float:
         """EXIT-3: when a worker still running after its recorded terminal
@@ -369,6 +398,9 @@ class ServerConnection:
                     alive = True
                 if message.type == "hello" or self.binding is not _V1:
                     continue
+            elif self.binding is _V1 and attempt.authenticated:
+                self._refuse(intake, "AUTH-3", _AUTHENTICATED)  # bound before the hello came
+                continue
             try:
                 verdict = lifecycle.receive(message, self.replay)
             except RemoteProtocolError as exc:
@@ -455,11 +487,7 @@ class ServerConnection:
             elif attempt.require_hello:
                 self._refuse(intake, "AUTH-5", "this server requires hello")
             elif attempt.authenticated:
-                self._refuse(
-                    intake,
-                    "AUTH-3",
-                    "this attempt has an authenticated connection: one without hello may not write",
-                )
+                self._refuse(intake, "AUTH-3", _AUTHENTICATED)
             else:
                 self.binding = Binding.V1
                 if attempt.adopted and not attempt._bound:
