@@ -78,10 +78,33 @@ def _rust(scratch: Path, smoke: bool) -> list[str]:
     return [str(target / ("debug" if smoke else "release") / "extjob-fixture")]
 
 
+TYPESCRIPT = REPO / "wrappers" / "typescript"
+TYPESCRIPT_BIN = TYPESCRIPT / "node_modules" / ".bin"  # `npm ci` there installs tsc and bun
+
+
+def _typescript(scratch: Path) -> str:
+    """The package compiled into scratch (not dist/, which a test run may be using)."""
+    out = scratch / "typescript"
+    if not out.exists():
+        tsc = [str(TYPESCRIPT_BIN / "tsc"), "-p", "tsconfig.json", "--outDir", str(out)]
+        subprocess.run(tsc, cwd=TYPESCRIPT, check=True)
+    return str(out / "fixture.js")
+
+
+def _typescript_node(scratch: Path, smoke: bool) -> list[str]:
+    return [shutil.which("node") or "node", _typescript(scratch)]
+
+
+def _typescript_bun(scratch: Path, smoke: bool) -> list[str]:
+    return [str(TYPESCRIPT_BIN / "bun"), _typescript(scratch)]
+
+
 WRAPPERS = [
     Wrapper("python", "python3", _python, targeted=False),
     Wrapper("go", "go", _go, targeted=False),
     Wrapper("rust", "cargo", _rust, targeted=True),
+    Wrapper("ts/node", str(TYPESCRIPT_BIN / "tsc"), _typescript_node, targeted=True),
+    Wrapper("ts/bun", str(TYPESCRIPT_BIN / "bun"), _typescript_bun, targeted=True),
 ]
 
 
@@ -193,7 +216,7 @@ def run(smoke: bool) -> list[str]:
     try:
         for w in WRAPPERS:
             if shutil.which(w.tool) is None:
-                lines.append(f"  {w.name:<10} skipped: {w.tool} is not installed")
+                lines.append(f"  {w.name:<10} skipped: {Path(w.tool).name} is not installed")
                 continue
             argv = w.build(root, smoke)
             progress_rate(argv, root, min(count, 1_000))  # warm caches and page in

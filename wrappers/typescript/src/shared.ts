@@ -110,17 +110,21 @@ export class RingWriter {
    * thread applies back-pressure by not draining it, REPLAY-6).
    */
   put(kind: KindCode, body: string, byteLength: number): void {
+    const start = Atomics.load(this.control, Slot.write) >>> 0;
+    const at = start & this.mask;
+    const size = HEADER_BYTES + byteLength;
+    if (size <= this.free() && size <= this.bytes.length - at) {
+      // The common case: header and body in one piece, encoded in place, published once.
+      this.bytes.writeUInt32LE(byteLength, at);
+      this.bytes[at + 4] = kind;
+      this.bytes.write(body, at + HEADER_BYTES, byteLength, "utf8");
+      this.publish(start + size);
+      return;
+    }
     this.header.writeUInt32LE(byteLength, 0);
     this.header[4] = kind;
     this.copy(this.header);
-    const start = Atomics.load(this.control, Slot.write) >>> 0;
-    const contiguous = this.bytes.length - (start & this.mask);
-    if (byteLength <= this.free() && byteLength <= contiguous) {
-      this.bytes.write(body, start & this.mask, byteLength, "utf8"); // no copy on the way
-      this.publish(start + byteLength);
-    } else {
-      this.copy(Buffer.from(body, "utf8"));
-    }
+    this.copy(Buffer.from(body, "utf8"));
   }
 
   private free(): number {

@@ -1,0 +1,137 @@
+// An extended worker against a peer that welcomes and acknowledges (auth, replay, control, spool, checkpoint).
+
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { after, test } from "node:test";
+import { checkStream, cleanup, extendedPayload, loadVectors, Peer, tempDir, TEST_WORKERS, TOKEN, waitFor, WorkerProcess } from "./peer.js";
+
+const dirs: string[] = [];
+const workers: WorkerProcess[] = [];
+const peers: Peer[] = [];
+after(async () => {
+  for (const worker of workers) worker.kill();
+  for (const p of peers) await p.stop();
+  for (const dir of dirs) cleanup(dir);
+});
+
+async function peer(): Promise<Peer> {
+  const dir = tempDir();
+  dirs.push(dir);
+  const p = new Peer(dir, { extended: true });
+  peers.push(p);
+  return p.start();
+}
+
+function worker(p: Peer, payload: unknown, script?: string): WorkerProcess {
+  const w = new WorkerProcess(payload, { dir: p.dir, ...(script ? { script: `${TEST_WORKERS}/${script}` } : {}) });
+  workers.push(w);
+  return w;
+}
+
+test("AUTH-2, REPLAY-1: hello with the token and pid first, then every sequenced message numbered in order", async () => {
+  const p = await peer();
+  const w = worker(p, extendedPayload(p, { scenario: "logs", count: 20 }));
+  assert.equal(await w.wait(), 0);
+  const [hello, ...rest] = p.messages();
+  assert.deepEqual([hello!.type, hello!.token, hello!.pid, hello!.protocolVersion], ["hello", TOKEN, w.child.pid, 1]);
+  assert.deepEqual(hello!.features, ["auth", "replay", "control", "spool", "checkpoint"]);
+  const sequenced = rest.filter((m) => m.type !== "heartbeat");
+  assert.deepEqual(sequenced.map((m) => m.seq), Array.from({ length: 22 }, (_, i) => i + 1));
+  assert.ok(rest.filter((m) => m.type === "heartbeat").every((m) => m.seq === undefined));
+  checkStream(p.messages());
+});
+
+test("REPLAY-4, REPLAY-5: acks withheld, then a drop: what lastSeq does not cover is resent, each log recorded once", async () => {
+  const p = await peer();
+  const w = worker(p, extendedPayload(p, { scenario: "logs", count: 30, intervalMs: 20 }));
+  await waitFor("ten logs", () => p.messages("log").length >= 10);
+  p.acks = false;
+  await waitFor("twenty logs", () => p.messages("log").length >= 20);
+  p.lastSeq -= 5; // the peer "forgets" the last five it recorded, as a server that crashed before its commit
+  p.recorded.splice(-5);
+  p.acks = true;
+  p.drop();
+  assert.equal(await w.wait(), 0);
+  const logs = p.recorded.filter((m) => m.type === "log").map((m) => m.message);
+  assert.deepEqual(logs, Array.from({ length: 30 }, (_, i) => `line ${i + 1}`));
+  const connections = new Set(p.received.map((r) => r.conn));
+  assert.ok(connections.size >= 2);
+  for (const conn of connections) assert.equal(p.received.find((r) => r.conn === conn)!.message.type, "hello");
+});
+
+test("CANCEL-3, HB-2: a cancel reaches job code that never yields its thread; heartbeats go on meanwhile", async () => {
+  const p = await peer();
+  const w = worker(p, extendedPayload(p, { ms: 15_000 }), "blocking.js");
+  await p.waitType("started");
+  await waitFor("heartbeats while blocked", () => p.messages("heartbeat").length >= 5);
+  p.send(p.sockets.at(-1)!, { type: "cancel", reason: "requested", deadlineMs: 5000 });
+  assert.equal(await w.wait(), 0);
+  const completed = await p.waitType("completed");
+  assert.deepEqual(completed.result, { cancelled: "requested", aborted: true, deadlineMs: 5000 });
+});
+
+test("CKPT-1, CKPT-2: a checkpoint is saved and sequenced, then the retry resumes from it", async () => {
+  const p = await peer();
+  const value = { step: 3, text: "tab\there" };
+  const first = worker(p, extendedPayload(p, { scenario: "checkpoint", value }));
+  assert.equal(await first.wait(), 1);
+  assert.deepEqual(p.messages("checkpoint")[0]!.data, value);
+  assert.equal(p.messages("failed")[0]!.error, "checkpoint saved");
+  assert.equal(p.messages("failed")[0]!.retryable, undefined, "CKPT-4: retryable");
+  const p2 = await peer();
+  const second = worker(p2, extendedPayload(p2, { scenario: "checkpoint", value }, { attempt: 2, checkpoint: value }));
+  assert.equal(await second.wait(), 0);
+  assert.deepEqual((await p2.waitType("completed")).result, { resumedFrom: value });
+});
+
+test("SPOOL-2, RECONNECT-3: the server never comes back: hello and the unacknowledged result are spooled", async () => {
+  const p = await peer();
+  const payload = extendedPayload(p, { scenario: "logs", count: 3, intervalMs: 300 }, { reconnectWindowMs: 400 });
+  const w = worker(p, payload);
+  await p.waitType("started");
+  await p.stop();
+  assert.equal(await w.wait(), 0);
+  const spoolPath = payload.spoolPath as string;
+  assert.ok(existsSync(spoolPath) && !existsSync(`${spoolPath}.tmp`));
+  const lines = readFileSync(spoolPath, "utf8").trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(lines[0]!.type, "hello");
+  assert.equal(lines[0]!.token, TOKEN);
+  const spooled = lines.slice(1);
+  assert.equal(spooled.at(-1)!.type, "completed");
+  assert.ok(spooled.every((m) => (m.seq as number) > p.lastSeq), "only what was not acknowledged");
+  const seqs = spooled.map((m) => m.seq as number);
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  const logs = [...p.recorded, ...spooled].filter((m) => m.type === "log").map((m) => m.message);
+  assert.deepEqual(logs, ["line 1", "line 2", "line 3"], "nothing lost, nothing twice");
+  assert.match(w.stderr.toString(), /spooled/);
+});
+
+test("MSG-3..MSG-8, CKPT-1: every valid worker message of the shared vectors is what the API sends for it", async () => {
+  const vectors = loadVectors("worker-messages.json").filter((v) => {
+    const m = v.data as Record<string, unknown>;
+    return v.valid && m.jobId === "j_1" && !("somethingNew" in m) && ["progress", "log", "completed", "failed", "checkpoint"].includes(m.type as string);
+  });
+  assert.ok(vectors.length > 20);
+  const normal = (m: Record<string, unknown>) => {
+    const copy: Record<string, unknown> = { ...m };
+    for (const key of ["timestamp", "seq", "stack"]) delete copy[key];
+    for (const [key, value] of Object.entries(copy)) {
+      if (value === null && key !== "result" && !(key === "data" && copy.type === "checkpoint")) delete copy[key]; // MSG-2
+    }
+    if (copy.type === "completed" && copy.result === undefined) copy.result = null; // MSG-7
+    return copy;
+  };
+  for (let i = 0; i < vectors.length; i += 8) {
+    await Promise.all(
+      vectors.slice(i, i + 8).map(async (vector) => {
+        const p = await peer();
+        const w = worker(p, extendedPayload(p, { message: vector.data }), "api-call.js");
+        await w.wait();
+        const want = normal(vector.data as Record<string, unknown>);
+        const sent = p.messages(want.type as string)[0];
+        assert.ok(sent, `${vector.description}: nothing sent`);
+        assert.deepEqual(normal(sent), want, vector.description);
+      }),
+    );
+  }
+});
