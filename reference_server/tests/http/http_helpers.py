@@ -184,13 +184,20 @@ def _decode(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def start_server(directory: Path, extra_args: tuple[str, ...] = ()) -> Server:
-    """Start ``extjob serve`` and wait for its "listening" line."""
+def start_server(
+    directory: Path, extra_args: tuple[str, ...] = (), *, settings: str = "", jobs: str = ""
+) -> Server:
+    """Start ``extjob serve`` and wait for its "listening" line.
+
+    The first start in ``directory`` writes its config: CONFIG, with
+    ``settings`` (top-level keys) before it and ``jobs`` (tables) after it.
+    """
     config = directory / "extjob.toml"
     if not config.exists():
         sockets = tempfile.mkdtemp(prefix="xj-")  # short: Unix socket paths are limited
         config.write_text(
-            CONFIG.format(
+            settings
+            + CONFIG.format(
                 socket_dir=json.dumps(sockets),
                 token=TOKEN,
                 python=json.dumps(sys.executable),
@@ -198,6 +205,7 @@ def start_server(directory: Path, extra_args: tuple[str, ...] = ()) -> Server:
                 wrapper=json.dumps(str(REPO / "wrappers" / "python")),
                 v1_worker=json.dumps(str(REPO / "reference_server/tests/workers/v1_worker.py")),
             )
+            + jobs
         )
     with (directory / "server.log").open("ab") as log:
         process = subprocess.Popen(
@@ -219,13 +227,25 @@ def start_server(directory: Path, extra_args: tuple[str, ...] = ()) -> Server:
     return Server(url, TOKEN, process, directory, config)
 
 
+def all_jobs(server: Server, status: str) -> list[dict[str, Any]]:
+    """Every job in ``status``, page by page."""
+    jobs: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = server.call("GET", f"/api/jobs?status={status}&limit=1000&cursor={cursor}").body
+        jobs += page["jobs"]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            return jobs
+
+
 def stop_server(server: Server) -> None:
     """Stop the server; its workers would outlive it (by design), so end them first."""
     for stream in server.streams:
         stream.close()
     try:
         if server.process.poll() is None:
-            running = server.call("GET", "/api/jobs?status=running&limit=1000").body["jobs"]
+            running = all_jobs(server, "running")
             for job in running:
                 server.call("POST", f"/api/jobs/{job['id']}/cancel")
             for job in running:

@@ -170,6 +170,10 @@ export class JobPage {
         "aria-label": `wire view of attempt ${a.attempt}`,
         onclick: () => { this.wireAttempt = a.attempt; this.loadWire(); } }, "Wire")))));
     this.renderSummary();
+    // The worker's exit sends no event: look again until it has exited (EXIT-3 bounds it).
+    if (newest && newest.outcome !== null && newest.exitedAt === null) {
+      setTimeout(() => !this.closed && this.reloadSoon(), 1000);
+    }
   }
 
   async loadWire() {
