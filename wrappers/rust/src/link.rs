@@ -17,7 +17,7 @@ use crate::cancel::CancelToken;
 use crate::json::Fields;
 use crate::payload::Address;
 use crate::server::{self, LineReader, ServerMessage, MAX_SERVER_LINE};
-use crate::session::{Kind, Session, Settled, Written};
+use crate::session::{millis, Kind, Session, Settled, Written};
 use crate::spool;
 use crate::sys::note;
 
@@ -151,10 +151,10 @@ impl Link {
         let p = &session.payload;
         let interval = session.lock().heartbeat_interval;
         let ack_wait = interval.max(Duration::from_secs(2));
-        let timeout = Duration::from_millis(p.heartbeat_timeout_ms.unwrap_or(0));
+        let timeout = millis(p.heartbeat_timeout_ms.unwrap_or(0));
         let link = Link {
             address: Address::of(&p.socket_path),
-            window: Duration::from_millis(p.reconnect_window_ms),
+            window: millis(p.reconnect_window_ms),
             ack_wait,
             io_wait: ack_wait.max(timeout).max(Duration::from_secs(30)),
             last_heartbeat: Instant::now(),

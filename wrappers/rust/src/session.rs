@@ -19,6 +19,16 @@ use crate::payload::{Payload, V1_HEARTBEAT_INTERVAL_MS};
 pub(crate) const BUFFER_MAX_MESSAGES: usize = 10_000;
 pub(crate) const BUFFER_MAX_BYTES: usize = 64 << 20;
 
+/// The longest wait this crate schedules: a server's millisecond figures
+/// beyond it (a year) mean "never" and are cut to it, so that no deadline
+/// overflows a clock with a narrower range than Linux's 64-bit one.
+const MAX_WAIT_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// `ms` from the server as a wait, cut to [`MAX_WAIT_MS`].
+pub(crate) fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms.min(MAX_WAIT_MS))
+}
+
 /// The message types a worker sends (MSG-3..MSG-9), but hello and heartbeat,
 /// which the link writes itself and never keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +303,7 @@ impl Session {
                 settled: None,
                 dropped_logs: 0,
                 link_idle: false,
-                heartbeat_interval: Duration::from_millis(interval),
+                heartbeat_interval: millis(interval),
                 lost_connection: 0,
                 reader_alive: false,
             }),
@@ -450,7 +460,7 @@ impl Session {
         st.acks = false;
         if let Some((features, last_seq, interval_ms)) = welcome {
             st.acks = self.features.replay && features.iter().any(|f| f == "replay");
-            st.heartbeat_interval = Duration::from_millis(interval_ms.max(10));
+            st.heartbeat_interval = millis(interval_ms.max(10));
             let mut i = 0;
             while i < st.buf.len() {
                 let m = &st.buf[i];

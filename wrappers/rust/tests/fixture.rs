@@ -202,6 +202,28 @@ fn env_2_an_empty_stdin_takes_everything_from_the_environment() {
 }
 
 #[test]
+fn pay_3_huge_intervals_are_accepted_and_mean_never() {
+    let peer = Peer::unix();
+    let mut payload = extended_payload(&peer.socket_path, json!({}), None);
+    payload["heartbeatIntervalMs"] = json!(u64::MAX);
+    payload["heartbeatTimeoutMs"] = json!(u64::MAX);
+    payload["reconnectWindowMs"] = json!(u64::MAX);
+    let mut w = Worker::with_payload(&payload);
+    let mut conn = peer.accept();
+    conn.handshake(0, u64::MAX);
+    let mut last = Value::Null;
+    while let Some((_, m)) = conn.next_raw() {
+        conn.ack(&m["seq"]);
+        last = m;
+        if last["type"] == "completed" {
+            break;
+        }
+    }
+    assert_eq!(last["result"], json!({"ok": true}));
+    assert!(w.wait().success());
+}
+
+#[test]
 fn wrap_2_a_panic_fails_the_job_with_its_message_and_a_backtrace() {
     let peer = Peer::unix();
     let mut w = Worker::with_payload(&v1_payload(
