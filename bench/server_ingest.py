@@ -41,7 +41,7 @@ async def server_rate(workers: int, count: int) -> float:
             await until(
                 lambda: (
                     len(server.runs) == workers
-                    and all(run.stored_seq >= 1 for run in server.runs.values())
+                    and all(run.attempt.recorded_seq >= 1 for run in server.runs.values())
                 ),
                 300,
                 "every load worker to start",

@@ -56,7 +56,9 @@ def define(server: JobServer) -> None:
 
 
 def started(server: JobServer) -> int:
-    return sum(1 for run in server.runs.values() if run.connections and run.stored_seq >= 1)
+    return sum(
+        1 for run in server.runs.values() if run.connections and run.attempt.recorded_seq >= 1
+    )
 
 
 def run(smoke: bool) -> list[str]:

@@ -58,9 +58,12 @@ def test_reconnect_5_a_worker_gone_after_a_restart_is_lost() -> None:
     assert "server restart" in (result.error or "")
 
 
-@pytest.mark.parametrize("terminal", [FAILED, None])
-def test_cancel_4_a_cancelled_job_ends_cancelled_and_is_not_retried(terminal: dict | None) -> None:
-    assert outcome(terminal, Exit(1), cancel_requested=True, retry=RETRY) == Outcome("cancelled")
+def test_cancel_4_a_cancelled_job_ends_cancelled_and_is_not_retried() -> None:
+    assert outcome(FAILED, Exit(1), cancel_requested=True, retry=RETRY) == Outcome(
+        "cancelled", error="boom", stack="tb"
+    )
+    assert outcome(None, Exit(0), cancel_requested=True, retry=RETRY) == Outcome("cancelled")
+    assert outcome(None, Exit(1), cancel_requested=True, retry=RETRY).status == "cancelled"
 
 
 def test_cancel_4_unless_it_completed() -> None:

@@ -9,8 +9,8 @@ from extjob.protocol import (
     FEATURES,
     Extensions,
     build_payload,
+    payload_environment,
     validate_payload,
-    worker_environment,
 )
 
 EXTENSIONS = Extensions(token="k" * 32, spool_path="/tmp/s/j.1.spool", attempt=2, max_attempts=3)
@@ -49,11 +49,11 @@ def test_ckpt_2_no_checkpoint_no_field() -> None:
 
 
 def test_env_1_every_variable_is_set_and_the_tcp_port_only_for_tcp() -> None:
-    unix = worker_environment({"jobId": "j", "name": "n", "socketPath": "/s"})
+    unix = payload_environment({"jobId": "j", "name": "n", "socketPath": "/s"})
     assert set(unix) == set(ENV_VARS)
     assert unix["EXTJOB_JOB_ID"] == unix["DONKEYLABS_JOB_ID"] == "j"
     assert unix["DONKEYLABS_TCP_PORT"] == ""
-    tcp = worker_environment({"jobId": "j", "name": "n", "socketPath": "tcp://[::1]:4100"})
+    tcp = payload_environment({"jobId": "j", "name": "n", "socketPath": "tcp://[::1]:4100"})
     assert tcp["DONKEYLABS_TCP_PORT"] == "4100"
 
 
@@ -62,6 +62,6 @@ def test_env_3_no_secret_reaches_the_environment() -> None:
         "j", "n", {"secret": 1}, "/s", heartbeat_timeout_ms=900, reconnect_window_ms=0,
         extensions=EXTENSIONS, checkpoint={"c": 1},
     )  # fmt: skip
-    values = set(worker_environment(payload).values())
+    values = set(payload_environment(payload).values())
     assert EXTENSIONS.token not in values
     assert not any("secret" in v or "{" in v for v in values)

@@ -12,6 +12,7 @@ from extjob.protocol import (
     LocalProtocolError,
     ServerAttempt,
     ServerConnection,
+    ack,
     encode,
 )
 
@@ -418,3 +419,11 @@ def test_spool_3_a_spool_file_that_fails_the_hello_check_is_rejected(spool: byte
     a = attempt()
     assert a.apply_spool(spool, 1.0) is None
     assert a.terminal is None and a.lifecycle.last_seq == 0
+
+
+@pytest.mark.parametrize("job_id", ["j_1", 'quo"te\\ \u00e9\U0001f600'])
+def test_ctrl_3_the_fast_ack_line_is_the_encoded_ack(job_id: str) -> None:
+    a = ServerAttempt(job_id, TOKEN, now=0.0)
+    line = a._ack_line(7)
+    body = orjson.loads(line)
+    assert line == encode(ack(job_id, 7) | {"timestamp": body["timestamp"]})

@@ -83,7 +83,7 @@ def test_cancel_is_graceful_over_control(run_servers, fixture_worker):
 
 async def _has_control(server, job_id):
     run = server.runs.get(job_id)
-    return run is not None and run.control is not None
+    return run is not None and run.attempt.control is not None
 
 
 def test_timeout_1_cancels_with_reason_timeout(run_servers, fixture_worker):

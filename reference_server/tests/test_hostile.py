@@ -56,7 +56,7 @@ class ThreadedServer:
         return self.server.runs[job_id].rec.socket_path
 
     def token(self, job_id: str) -> str:
-        return self.server.runs[job_id].token
+        return self.server.runs[job_id].rec.token
 
     def snapshot(self, job_id: str) -> tuple[Any, ...]:
         job = self.call(self.server.get(job_id))
@@ -221,7 +221,7 @@ def test_replay_5_duplicates_are_acked_again_not_recorded(hostile):
     victim = hostile.victim
     logs = len(hostile.call(hostile.server.logs(victim, limit=10**6)))
     run = hostile.server.runs[victim]
-    seq = run.protocol.last_seq + 1
+    seq = run.attempt.recorded_seq + 1
     entry = line(
         {
             "type": "log",

@@ -46,7 +46,7 @@ from ._payload import (
     ENV_VARS,
     Extensions,
     build_payload,
-    worker_environment,
+    payload_environment,
 )
 from ._schemas import SCHEMA_DIR, Problem, message_types
 from ._server import Binding, Intake, ServerAttempt, ServerConnection, Silence
@@ -131,6 +131,7 @@ __all__ = [
     "negotiate",
     "outcome",
     "parse_line",
+    "payload_environment",
     "problems",
     "reconnect_delays_ms",
     "retry_delay_ms",
@@ -139,5 +140,4 @@ __all__ = [
     "timed_out",
     "validate_payload",
     "welcome",
-    "worker_environment",
 ]

@@ -130,8 +130,8 @@ def outcome(
         error = EXIT_STATUS_UNKNOWN
     else:
         error = describe_exit(exit.status)
-    if cancel_requested:  # CANCEL-4: whatever the failure, and never retried
-        return Outcome("cancelled", lost=lost)
+    if cancel_requested:  # CANCEL-4: whatever the failure (kept, to show), never retried
+        return Outcome("cancelled", error=error, stack=stack, lost=lost)
     retry_in_ms = None
     if retryable and retry.attempt < retry.max_attempts:
         retry_in_ms = retry_delay_ms(retry.attempt, retry.backoff_ms, retry.max_backoff_ms)

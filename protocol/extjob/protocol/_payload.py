@@ -83,7 +83,7 @@ def build_payload(
     return payload
 
 
-def worker_environment(payload: Mapping[str, Any]) -> dict[str, str]:
+def payload_environment(payload: Mapping[str, Any]) -> dict[str, str]:
     """ENV-1: the variables a server sets for the worker of ``payload``."""
     env = {var: str(payload[field]) for field, names in ENV_NAMES.items() for var in names}
     socket_path = str(payload["socketPath"])

@@ -20,14 +20,17 @@ replays). Intakes are recorded in the order they were made.
 from __future__ import annotations
 
 import enum
+import json
 import secrets
+import time
 from collections.abc import Collection, Mapping
 from typing import Any, Literal, NamedTuple
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._features import FEATURES, negotiate
 from ._framing import LineBuffer, OversizedLine, encode
-from ._messages import Message, ack, cancel, decode, error, welcome
+from ._kinds import TERMINAL_TYPES
+from ._messages import Message, cancel, decode, error, welcome
 from ._state import Attempt, AttemptState
 from ._timing import (
     DEFAULT_HEARTBEAT_TIMEOUT_MS,
@@ -90,38 +93,38 @@ class Intake:
     then close it. ``trace``: every line with its fate, when asked for.
     """
 
-    __slots__ = (
-        "_epoch",
-        "_last_seq",
-        "_state",
-        "connection",
-        "messages",
-        "reconnected",
-        "refused",
-        "rejected",
-        "sequenced",
-        "terminal",
-        "tolerated",
-        "trace",
-    )
+    # Read for every read of every connection (the server's hot path): only
+    # what every intake has is set per instance; the rest are class defaults,
+    # replaced on the instance when a read has them.
+    rejected: list[Rejection] = []  # noqa: RUF012 (never mutated: replaced, see _reject)
+    tolerated: list[tuple[str, Message]] = []  # noqa: RUF012
+    trace: list[Traced] = []  # noqa: RUF012
+    terminal: Mapping[str, Any] | None = None
+    refused: RemoteProtocolError | None = None
+    #: The hello accepted by this read, and how it bound the connection (AUTH-3).
+    hello: Message | None = None
+    bound: Binding | None = None
+    sequenced = False
+    reconnected = False
+    _last_seq = 0
+    _state = AttemptState.SPAWNED
 
-    def __init__(self, connection: ServerConnection, epoch: int) -> None:
+    def __init__(self, connection: ServerConnection, epoch: int, size: int) -> None:
         self.connection = connection
+        self.size = size  #: bytes read
         self.messages: list[Message] = []
-        self.rejected: list[Rejection] = []
-        self.tolerated: list[tuple[str, Message]] = []
-        self.trace: list[Traced] = []
-        self.terminal: Mapping[str, Any] | None = None
-        self.sequenced = False
-        self.reconnected = False
-        self.refused: RemoteProtocolError | None = None
+        #: Every valid message of the job, heartbeats and duplicates included.
+        self.received: list[Message] = []
         self._epoch = epoch
-        self._last_seq = 0
-        self._state = AttemptState.SPAWNED
 
     def __bool__(self) -> bool:
         """Anything to store."""
         return bool(self.messages)
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq the store holds once these messages are in (0: none)."""
+        return self._last_seq
 
 
 class Silence(NamedTuple):
@@ -169,6 +172,8 @@ class ServerAttempt:
     ) -> None:
         self.job_id = job_id
         self._token = token.encode()
+        job = json.dumps(job_id, ensure_ascii=False).encode()
+        self._ack_prefix = b'{"type":"ack","jobId":%s,"timestamp":' % job
         self.offered = frozenset(offered)
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms(heartbeat_timeout_ms)
@@ -232,7 +237,13 @@ class ServerAttempt:
             self.terminal = intake.terminal
         conn = intake.connection
         if intake.sequenced and conn.replay and conn.open and self.recorded_seq:
-            conn._queue(ack(self.job_id, self.recorded_seq))
+            conn._out.append(self._ack_line(self.recorded_seq))
+
+    def _ack_line(self, seq: int) -> bytes:
+        """CTRL-3's ``ack`` line, as ``encode(ack(job_id, seq))`` makes it, made
+        without the JSON encoder: one goes out for every read of a replay
+        connection (the server's hot path). ``protocol/tests`` compares them."""
+        return b'%s%d,"seq":%d}\n' % (self._ack_prefix, time.time_ns() // 1_000_000, seq)
 
     def not_recorded(self, intake: Intake) -> list[ServerConnection]:
         """The store failed: forget everything not stored, and return the open
@@ -318,11 +329,6 @@ class ServerAttempt:
 
     # -- used by ServerConnection ------------------------------------------
 
-    def _touch(self, now: float) -> None:
-        """SRV-1: a valid line of the job is a sign of life at receipt (HB-3)."""
-        self.last_receipt = now
-        self.stale = False
-
     def _check_token(self, token: Any) -> bool:
         return isinstance(token, str) and secrets.compare_digest(token.encode(), self._token)
 
@@ -367,9 +373,11 @@ class ServerConnection:
         worker and not yet taken (CTRL-6: informational errors are dropped
         above :data:`ERROR_BACKLOG`)."""
         attempt = self.attempt
-        intake = Intake(self, attempt._epoch)
-        lifecycle = attempt.lifecycle
-        trace = intake.trace if self._trace else None
+        intake = Intake(self, attempt._epoch, len(data))
+        receive = attempt.lifecycle.receive
+        records = intake.messages
+        received = intake.received
+        trace: list[Traced] | None = [] if self._trace else None
         alive = False
         for line in self._buffer.feed(data):
             if self.binding is _REFUSED:
@@ -402,27 +410,35 @@ class ServerConnection:
                 self._refuse(intake, "AUTH-3", _AUTHENTICATED)  # bound before the hello came
                 continue
             try:
-                verdict = lifecycle.receive(message, self.replay)
+                verdict = receive(message, self.replay)
             except RemoteProtocolError as exc:
                 if exc.code != "wrong_job":
                     alive = True
                 self._reject(intake, exc, line, message.seq, backlog)
                 continue
-            alive = True
+            received.append(message)
             if message.seq is not None:
                 intake.sequenced = True
             action = verdict.action
             if action == "record":
-                intake.messages.append(message)
-                if message.is_terminal:
+                records.append(message)
+                if message.type in TERMINAL_TYPES:
                     intake.terminal = message.body
             elif action == "reconnect":  # LIFE-3: a v1 worker is back
                 self._count_reconnect(intake)
             if verdict.tolerated:
+                if not intake.tolerated:
+                    intake.tolerated = []
                 intake.tolerated.append((verdict.tolerated, message))
+        if trace is not None:
+            intake.trace = trace
+        if received:
+            alive = True
         if alive and not self._spool:
-            attempt._touch(now)
-        if intake.messages:
+            attempt.last_receipt = now  # SRV-1, at receipt (HB-3)
+            attempt.stale = False
+        if records:
+            lifecycle = attempt.lifecycle
             intake._last_seq = lifecycle.last_seq
             intake._state = lifecycle.state
         return intake
@@ -489,7 +505,7 @@ class ServerConnection:
             elif attempt.authenticated:
                 self._refuse(intake, "AUTH-3", _AUTHENTICATED)
             else:
-                self.binding = Binding.V1
+                self.binding = intake.bound = Binding.V1
                 if attempt.adopted and not attempt._bound:
                     self._count_reconnect(intake)  # the first connection after a restart
                 attempt._bound += 1
@@ -501,7 +517,8 @@ class ServerConnection:
         if not attempt._check_token(message.body.get("token")):
             self._refuse(intake, "AUTH-4", "wrong token for this attempt")
             return False
-        self.binding = Binding.EXTENDED
+        self.binding = intake.bound = Binding.EXTENDED
+        intake.hello = message
         self.features = negotiate(attempt.offered, message.body.get("features") or ())
         self.replay = "replay" in self.features
         if not self._spool:
@@ -542,6 +559,8 @@ class ServerConnection:
         backlog: int,
     ) -> None:
         """SRV-6: discard a line with its reason; tell an extended peer (CTRL-5)."""
+        if not intake.rejected:
+            intake.rejected = []
         intake.rejected.append(Rejection(exc, line))
         if self.binding is Binding.EXTENDED and backlog < ERROR_BACKLOG:
             self._queue(error(self.attempt.job_id, exc.code, str(exc), exc.requirement, seq))

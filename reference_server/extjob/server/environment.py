@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .config import ServerConfig
+from extjob.protocol import ENV_PREFIXES
 
-PRIVATE_PREFIXES = ("EXTJOB_", "DONKEYLABS_")
+from .config import ServerConfig
 
 
 def secret_names(config: ServerConfig) -> frozenset[str]:
@@ -50,7 +50,7 @@ def worker_environment(
     env = {
         k: v
         for k, v in environ.items()
-        if not k.startswith(PRIVATE_PREFIXES) and k not in names and v not in values
+        if not k.startswith(ENV_PREFIXES) and k not in names and v not in values
     }
     env.update(own)
     return env

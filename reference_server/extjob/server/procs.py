@@ -186,14 +186,3 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 def group_alive(pgid: int) -> bool:
     return signal_group(pgid, 0)  # type: ignore[arg-type]
-
-
-def describe_status(status: int) -> str:
-    """EXIT-1 wording for a non-zero exit."""
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"Process killed by signal {name}"
-    return f"Process exited with code {status}"

@@ -1,9 +1,13 @@
 """One running attempt: its socket, its process, its deadlines, its messages.
 
-A ``Run`` exists from spawn (or re-adoption after a restart) until the worker
-process has exited and the outcome is recorded. Deadlines are timer handles
-on the event loop's monotonic clock (HB-3): the stale watchdog is rescheduled
-only when it fires, never per message, so a heartbeat costs one float store.
+An ``AttemptRun`` exists from spawn (or re-adoption after a restart) until
+the worker process has exited and the outcome is recorded. What the protocol
+says (binding, replies, REPLAY-5, silence, cancel, the outcome) is decided by
+the core's ``ServerAttempt`` and ``outcome``; this module does the I/O
+around it: the listener, the store, the timers, the signals. It talks upward
+only through ``Host``. Deadlines are timer handles on the event loop's
+monotonic clock (HB-3): the stale watchdog is rescheduled only when it
+fires, never per message, so a heartbeat costs one float store.
 """
 
 from __future__ import annotations
@@ -13,108 +17,93 @@ import contextlib
 import dataclasses
 import logging
 import os
-import secrets
+import select
 import signal
 import subprocess
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import orjson
 
 from extjob.protocol import (
-    EXIT_AFTER_TERMINAL_MS,
-    Attempt,
-    AttemptState,
+    Exit,
+    Intake,
     Message,
-    RemoteProtocolError,
-    ack,
-    cancel,
-    decode,
-    heartbeat_interval_ms,
-    terminal_ack_timeout_ms,
+    Outcome,
+    Retry,
+    ServerAttempt,
+    heartbeat_timeout,
+    outcome,
+    timed_out,
 )
 
-from .config import JobDefinition
+from .config import JobDefinition, ServerConfig
 from .connection import WorkerConnection
-from .models import now_ms
+from .events import EventBus
+from .models import Metrics, now_ms
 from .output import OutputTail
 from .procs import ExitWatcher, group_alive, signal_group, start_time
 from .ratelimit import LogLimiter
-from .store import AttemptRecord, Batch, NewLog
+from .recorder import Recorder
+from .store import AttemptRecord, Batch, NewLog, Store
 from .wire import WireLog
-
-if TYPE_CHECKING:
-    from .server import JobServer
 
 log = logging.getLogger(__name__)
 
-
-class Peer(Protocol):
-    """Where messages came from: a connection, or a spool file (SPOOL-3)."""
-
-    extended: bool
-    features: frozenset[str]
-
-    def reject(self, exc: RemoteProtocolError, seq: int | None = None) -> None: ...
-    def send(self, message: dict[str, Any]) -> None: ...
+Events = list[tuple[str, dict[str, Any]]]
 
 
-class SpoolPeer:
-    """A spool file read like a connection that cannot be answered."""
+class Host(Protocol):
+    """What a run needs from the server that owns it."""
 
-    extended = False
-    features: frozenset[str] = frozenset()
+    config: ServerConfig
+    metrics: Metrics
+    events: EventBus
+    recorder: Recorder
 
-    def __init__(self, job_id: str, features: frozenset[str]) -> None:
-        self.job_id = job_id
-        self.features = features
-
-    def reject(self, exc: RemoteProtocolError, seq: int | None = None) -> None:
-        log.warning("job %s: discarded spooled line: %s", self.job_id, exc)
-
-    def send(self, message: dict[str, Any]) -> None:
-        pass
+    @property
+    def store(self) -> Store: ...
+    def emit(self, name: str, run: AttemptRun, data: Mapping[str, Any]) -> None: ...
+    def finish(self, run: AttemptRun, result: Outcome) -> None: ...
+    def release(self, run: AttemptRun) -> None: ...
 
 
-class Run:
+class AttemptRun:
     def __init__(
-        self, server: JobServer, definition: JobDefinition, rec: AttemptRecord, *, adopted: bool
+        self, host: Host, definition: JobDefinition, rec: AttemptRecord, *, adopted: bool
     ) -> None:
-        self.server = server
+        self.host = host
         self.definition = definition
         self.rec = rec
         self.job_id = rec.job_id
         self.name = definition.name
-        self.token = rec.token
-        self.metrics = server.metrics
-        self.max_line_bytes = server.config.max_line_bytes
-        self.require_hello = server.config.require_hello
-        self.heartbeat_interval_ms = heartbeat_interval_ms(definition.heartbeat_timeout_ms)
-        if rec.terminal is not None:
-            state = AttemptState.FINISHED
-        elif rec.last_seq:
-            state = AttemptState.RUNNING
-        else:
-            state = AttemptState.SPAWNED
-        self.protocol = Attempt(rec.job_id, rec.last_seq, state)
-        self.stored_seq = rec.last_seq
-        self.next_index = rec.log_count + 1
-        self.terminal: dict[str, Any] | None = dict(rec.terminal) if rec.terminal else None
-        self.connections: set[WorkerConnection] = set()
-        self.control: WorkerConnection | None = None
-        # After a restart the first connection is already a reconnect.
-        self.ever_connected = adopted
+        self.metrics = host.metrics
         self.loop = asyncio.get_running_loop()
-        self.last_receipt = self.loop.time()  # spawn, or restart: RECONNECT-5, START-1
-        self.stale = False
-        self.cancel_reason: str | None = "requested" if rec.cancel_requested else None
-        self.fail_reason: str | None = None
+        config = host.config
+        self.attempt = ServerAttempt(
+            rec.job_id,
+            rec.token,
+            now=self.loop.time(),  # spawn, or restart: START-1, RECONNECT-5
+            heartbeat_timeout_ms=definition.heartbeat_timeout_ms,
+            max_line_bytes=config.max_line_bytes,
+            require_hello=config.require_hello,
+            recorded_seq=rec.last_seq,
+            terminal=dict(rec.terminal) if rec.terminal else None,
+            adopted=adopted,
+        )
+        self.attempt.cancel_requested = rec.cancel_requested
+        self.next_index = rec.log_count + 1
+        self.connections: set[WorkerConnection] = set()
+        self.fail_reason: str | None = None  # what the server did that fails the attempt
         self.killed_by: str | None = None
         self.finalized = False
         self.exited = False
+        self.exit_status: int | None = None  # as the exit watcher saw it; None: unknown
         self.tails = {
             "stdout": OutputTail(rec.out_path, rec.out_offset),
             "stderr": OutputTail(rec.err_path, rec.err_offset),
         }
-        self.listener: asyncio.AbstractServer | None = None
+        self.listener: asyncio.Server | None = None
         self.watcher: ExitWatcher | None = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.done = self.loop.create_future()
@@ -130,7 +119,8 @@ class Run:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.rec.socket_path)
         self.listener = await self.loop.create_unix_server(
-            lambda: WorkerConnection(self), self.rec.socket_path
+            lambda: WorkerConnection(self.attempt.connect(), self, self.loop.time),
+            self.rec.socket_path,
         )
         os.chmod(self.rec.socket_path, 0o600)
 
@@ -141,104 +131,110 @@ class Run:
         """Record the worker's identity (PID and start time) and watch for its exit."""
         started = start_time(pid) or 0
         self.rec = dataclasses.replace(self.rec, pid=pid, pid_start=started)
-        self.server.store.record_pid(self.job_id, pid, started)
+        self.host.store.record_pid(self.job_id, pid, started)
         self.watch(child)
 
     def start_deadlines(self) -> None:
-        if self.terminal is not None:
-            self.after_terminal()
+        """Watch for silence and the timeout; decide what a restart left undecided."""
+        if self.attempt.terminal is not None:
+            self._decide(None)  # recorded, but the server died before the outcome
             return
         self._check_stale()
         if self.definition.timeout_ms:
             deadline = self.rec.spawned_at + self.definition.timeout_ms / 1000
             self._at("timeout", deadline, self._timed_out)
-        if self.cancel_reason:
-            self.cancel_reason = None
-            self.cancel("requested")
+        if self.attempt.cancel_requested:
+            self.cancel("requested")  # asked before the restart
 
-    # messages
+    # connections (connection.Receiver)
 
-    def touch(self) -> None:
-        """SRV-1: any valid line is a sign of life, at its receipt time (HB-3)."""
-        self.last_receipt = self.loop.time()
-        self.stale = False
+    def opened(self, conn: WorkerConnection) -> None:
+        self.connections.add(conn)
 
-    def connected(self, conn: WorkerConnection) -> None:
-        self.touch()
-        if self.ever_connected:
-            self.metrics.reconnects += 1
-            self.server.emit("job.reconnected", self, {})
-        self.ever_connected = True
+    def closed(self, conn: WorkerConnection) -> None:
+        self.connections.discard(conn)
 
-    def receive(self, peer: Peer, messages: list[Message]) -> None:
-        """Apply one read's worth of messages: record, then ack, then emit (REPLAY-2).
+    def sent(self, data: bytes) -> None:
+        for line in data.splitlines():
+            self.wire.sent(orjson.loads(line))
+
+    def deliver(self, conn: WorkerConnection | None, intake: Intake) -> None:
+        """Apply one read: record, then ack, then emit (REPLAY-2).
 
         Progress events alone may go out before the record (``_emit_progress``).
         """
-        self.touch()
-        self.metrics.messages_received += len(messages)
-        self.wants_progress = self.server.events.wants("job.external.progress")
-        batch = Batch()
-        events: list[tuple[str, dict[str, Any]]] = []
-        sequenced = False
-        for message in messages:
-            try:
-                verdict = self.protocol.receive(message, "replay" in peer.features)
-            except RemoteProtocolError as exc:
-                peer.reject(exc, message.seq)
-                continue
-            sequenced = sequenced or message.seq is not None
-            if verdict.tolerated:
-                log.info("job %s: tolerated %s (%s)", self.job_id, message.type, verdict.tolerated)
-            if verdict.action == "record":
-                self._collect(message, batch, events)
-        if self.protocol.last_seq != self.stored_seq:
-            batch.last_seq = self.protocol.last_seq
-        if not batch:  # only heartbeats or duplicates: nothing to store, maybe re-ack
-            self._recorded(True, peer, sequenced, events, batch)
+        if intake.bound is not None:
+            if intake.hello is not None:
+                self.wire.hello(intake.hello)
+            self.wire.negotiated(intake.connection.features)
+            if conn is not None:
+                conn.flush()  # the welcome, before what follows it
+        if intake.received:
+            self.wire.received(intake.received, intake.size)
+        if intake.rejected or intake.refused is not None:
+            self._log_discarded(intake)
+        if intake.reconnected:
+            self.metrics.reconnects += 1
+            self.host.emit("job.reconnected", self, {})
+        for rule, message in intake.tolerated:
+            log.info("job %s: tolerated %s (%s)", self.job_id, message.type, rule)
+        self.metrics.messages_received += len(intake.received)
+        if not intake:  # only heartbeats or duplicates: nothing to store, maybe re-ack
+            self._recorded(True, conn, intake, [], None)
             return
+        self.wants_progress = self.host.events.wants("job.external.progress")
+        batch = Batch()
+        events: Events = []
+        for message in intake.messages:
+            self._collect(message, batch, events)
+        if intake.last_seq > self.attempt.recorded_seq:
+            batch.last_seq = intake.last_seq
         first = self.next_index
         self.next_index += len(batch.logs)
-        self.server.recorder.add(
+        self.host.recorder.add(
             self.job_id,
             first,
             batch,
-            lambda ok: self._recorded(ok, peer, sequenced, events, batch),
+            lambda ok: self._recorded(ok, conn, intake, events, batch),
         )
+
+    def _log_discarded(self, intake: Intake) -> None:
+        """SRV-6: every discarded line with its reason."""
+        for rejection in intake.rejected:
+            error = rejection.error
+            self.discards.warn(
+                error.code, "job %s: discarded line: %s %s", self.job_id, error.code, error
+            )
+        refused = intake.refused
+        if refused is not None:
+            self.discards.warn(
+                refused.requirement, "job %s: refused connection: %s", self.job_id, refused
+            )
+        self.metrics.invalid_lines += len(intake.rejected) + (refused is not None)
 
     def _recorded(
         self,
         ok: bool,
-        peer: Peer,
-        sequenced: bool,
-        events: list[tuple[str, dict[str, Any]]],
-        batch: Batch,
+        conn: WorkerConnection | None,
+        intake: Intake,
+        events: Events,
+        batch: Batch | None,
     ) -> None:
         """After the store: ack (REPLAY-2), then emit; or forget what was not stored."""
         if not ok:
-            self._forget()
-            for conn in tuple(self.connections):
-                conn.close()  # the worker reconnects and replays from what is stored
+            self.attempt.not_recorded(intake)
+            for each in tuple(self.connections):
+                each.close()  # the worker reconnects and replays from what is stored
             return
-        if batch.last_seq is not None:
-            self.stored_seq = max(self.stored_seq, batch.last_seq)
-        if batch.terminal is not None:
-            self.terminal = dict(batch.terminal)
-        if sequenced and "replay" in peer.features and self.stored_seq:
-            peer.send(ack(self.job_id, self.stored_seq))
+        self.attempt.recorded(intake)
+        if conn is not None:
+            conn.flush()
         for name, data in events:
-            self.server.emit(name, self, data)
-        if batch.terminal is not None:
-            self.server.on_terminal(self)
+            self.host.emit(name, self, data)
+        if intake.terminal is not None:
+            self._decide(None)  # SRV-4
 
-    def _forget(self) -> None:
-        """Roll the protocol state back to what is stored, so that a replay is recorded."""
-        state = AttemptState.RUNNING if self.stored_seq else AttemptState.SPAWNED
-        self.protocol = Attempt(self.job_id, self.stored_seq, state)
-
-    def _collect(
-        self, message: Message, batch: Batch, events: list[tuple[str, dict[str, Any]]]
-    ) -> None:
+    def _collect(self, message: Message, batch: Batch, events: Events) -> None:
         body = message.body
         kind = message.type
         if kind == "progress":  # the hot path: keep it lean
@@ -258,9 +254,7 @@ class Run:
         elif message.is_terminal:
             batch.terminal = dict(body)
 
-    def _emit_progress(
-        self, progress: tuple[Any, Any, Any], events: list[tuple[str, dict[str, Any]]]
-    ) -> None:
+    def _emit_progress(self, progress: tuple[Any, Any, Any], events: Events) -> None:
         """Progress is not part of the exactly-once record, so its event need
         not wait for the commit: emitted at once, it reaches subscribers
         without the store's latency. Behind an event of this read that waits
@@ -270,12 +264,12 @@ class Run:
         if events:
             events.append(("job.external.progress", event))
         else:
-            self.server.emit("job.external.progress", self, event)
+            self.host.emit("job.external.progress", self, event)
 
     def commit(self, batch: Batch) -> bool:
         """Store a batch of the server's own making (output lines, notes) right away."""
         try:
-            self.server.store.record([(self.job_id, self.next_index, batch)])
+            self.host.store.record([(self.job_id, self.next_index, batch)])
         except Exception:
             log.exception("job %s: could not record %d log entries", self.job_id, len(batch.logs))
             return False
@@ -286,7 +280,7 @@ class Run:
         """A log entry from the server itself about this job (kill steps, exit warnings)."""
         entry = NewLog(now_ms(), level, message, None, "server")
         if self.commit(Batch(logs=[entry])):
-            self.server.emit("job.external.log", self, _log_event(entry))
+            self.host.emit("job.external.log", self, _log_event(entry))
 
     def poll_output(self, final: bool = False) -> None:
         """Take new stdout/stderr lines into the log (SRV-7), with their file offsets."""
@@ -304,7 +298,7 @@ class Run:
                     tail.offset = start  # read them again next time
                     return
                 for entry in entries:
-                    self.server.emit("job.external.log", self, _log_event(entry))
+                    self.host.emit("job.external.log", self, _log_event(entry))
                 if not final:
                     break
 
@@ -317,38 +311,43 @@ class Run:
         self.timers[name] = self.loop.call_at(when, callback)
 
     def _check_stale(self) -> None:
-        """STALE-1 once per silence, STALE-2 at twice the timeout."""
-        if self.terminal is not None or self.exited:
+        """STALE-1 once per silence, STALE-2 at twice the timeout (decided by the core)."""
+        if self.exited:
             return
-        timeout = self.definition.heartbeat_timeout_ms / 1000
-        silence = self.loop.time() - self.last_receipt
-        if silence >= 2 * timeout:
-            self.terminate(f"Heartbeat timeout: no message for {int(silence * 1000)} ms")
+        silence = self.attempt.check_silence(self.loop.time())
+        if silence.action == "kill":
+            self.terminate(heartbeat_timeout(silence.silence_ms))
             return
-        if silence >= timeout and not self.stale:
-            self.stale = True
+        if silence.action == "stale":
             self.metrics.stale_count += 1
-            self.server.emit("job.stale", self, {"timeSinceHeartbeat": int(silence * 1000)})
-        wait = 2 * timeout if self.stale else timeout
-        self._at("stale", self.last_receipt + wait, self._check_stale)
+            self.host.emit("job.stale", self, {"timeSinceHeartbeat": silence.silence_ms})
+        if silence.next_at is not None:
+            self._at("stale", silence.next_at, self._check_stale)
 
     def _timed_out(self) -> None:
         """TIMEOUT-1: cancel with reason timeout; KILL-1 follows at the cancel deadline."""
         if self.fail_reason is None:
-            self.fail_reason = f"Job timed out after {self.definition.timeout_ms} ms"
+            self.fail_reason = timed_out(self.definition.timeout_ms or 0)
         self.cancel("timeout")
+
+    @property
+    def cancellable(self) -> bool:
+        """A user may still cancel it (not finished, not asked before)."""
+        return not self.finalized and not self.attempt.cancel_requested
 
     def cancel(self, reason: str) -> None:
         """CANCEL-1/2: a cancel message when control was negotiated, else KILL-1 at once."""
-        if self.terminal is not None or self.cancel_reason is not None or self.exited:
-            return
-        self.cancel_reason = reason
-        if self.control is None:
-            self.terminate()
+        if self.exited:
+            self.attempt.cancel_requested |= reason == "requested"
             return
         deadline_ms = self.definition.cancel_deadline_ms
-        self.control.send(cancel(self.job_id, reason, deadline_ms))
-        self._at("cancel", self.loop.time() + deadline_ms / 1000, self.terminate)
+        step = self.attempt.cancel(reason, deadline_ms)
+        if step == "sent":
+            for conn in tuple(self.connections):
+                conn.flush()
+            self._at("cancel", self.loop.time() + deadline_ms / 1000, self.terminate)
+        elif step == "kill":
+            self.terminate()
 
     def terminate(self, reason: str | None = None) -> None:
         """KILL-1: SIGTERM to the process group, SIGKILL after the grace if any of it remains."""
@@ -358,10 +357,9 @@ class Run:
             return
         self.metrics.killed_count += 1
         self.killed_by = "SIGTERM"
+        why = reason or self.attempt.cancel_reason or "ended"
         if signal_group(self.rec.pid, signal.SIGTERM):
-            self.note(
-                "warn", f"terminating: SIGTERM sent ({reason or self.cancel_reason or 'ended'})"
-            )
+            self.note("warn", f"terminating: SIGTERM sent ({why})")
         grace = self.definition.kill_grace_ms / 1000
         self._at("kill", self.loop.time() + grace, self._kill)
 
@@ -372,61 +370,107 @@ class Run:
             if not self.finalized:
                 self.note("warn", "SIGKILL sent: the process group outlived the kill grace")
 
-    def after_terminal(self) -> None:
+    def _after_outcome(self) -> None:
         """The outcome is recorded: stop watching for silence, but expect an exit (EXIT-3)."""
         for name in ("stale", "timeout", "cancel"):
             handle = self.timers.pop(name, None)
             if handle is not None:
                 handle.cancel()
         if not self.exited:
-            wait = terminal_ack_timeout_ms(self.heartbeat_interval_ms) + EXIT_AFTER_TERMINAL_MS
-            self._at("exit", self.loop.time() + wait / 1000 + 1, self._linger)
+            self._at("exit", self.attempt.exit_deadline(self.loop.time()), self._linger)
 
     def _linger(self) -> None:
         self.note("warn", "the worker did not exit after its terminal message (EXIT-3)")
         self.terminate()
 
-    # exit
+    # the outcome
+
+    def _decide(self, exit: Exit | None, *, retryable: bool = True) -> None:
+        """EXIT-1, SRV-4, CANCEL-4, TIMEOUT-1, CKPT-4: decided once, by the core."""
+        rec = self.rec
+        result = outcome(
+            self.attempt.terminal,
+            exit,
+            cancel_requested=self.attempt.cancel_requested,
+            failure=self.fail_reason,
+            retryable=retryable,
+            retry=Retry(
+                rec.attempt,
+                rec.max_attempts,
+                self.definition.retry_backoff_ms,
+                self.definition.max_retry_backoff_ms,
+            ),
+        )
+        if result.warning:
+            self.note("warn", result.warning)
+        if self.finalized:
+            return  # LIFE-4: once; a later exit only adds its warning
+        self.finalized = True
+        self.host.finish(self, result)
+        self._after_outcome()
+
+    def spawn_failed(self, exc: OSError) -> None:
+        self.exited = True
+        self.fail_reason = f"spawn failed: {exc}"
+        self._decide(Exit(None), retryable=False)
+        self._release()
+
+    def gone(self) -> None:
+        """After a restart the worker was not there any more: collect what it left."""
+        self.exited = True
+        self.poll_output(final=True)
+        if self.attempt.terminal is None:
+            self.collect_spool()
+        self._decide(Exit(None, lost=True))
+        self._release()
 
     def _on_exit(self, status: int | None) -> None:
         self.watcher = None
         self.exited = True
+        self.exit_status = status
         self.loop.create_task(self._collect_exit(status))
 
     async def _collect_exit(self, status: int | None) -> None:
         """EXIT-1: read what is still buffered, collect the spool file, then decide."""
-        pending = [conn.closed for conn in self.connections]
-        if pending:
-            # The worker's end is closed by its exit; a child that inherited the
-            # socket could keep it open, so do not wait for it forever.
-            await asyncio.wait(pending, timeout=1.0)
-        self.server.recorder.flush()
+        # The worker's end is closed by its exit; a child that inherited the
+        # socket could keep it open, so do not wait for it forever. A worker
+        # that connected, wrote and exited at once may not be accepted yet.
+        deadline = self.loop.time() + 1.0
+        while True:
+            pending = [conn.closed for conn in self.connections if not conn.closed.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=max(0.0, deadline - self.loop.time()))
+            if not self._unaccepted() or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.005)
+        self.host.recorder.flush()
         self.poll_output(final=True)
-        if self.terminal is None:
+        if self.attempt.terminal is None:
             self.collect_spool()
-        self.server.on_exit(self, status)
+        self._decide(Exit(status))
+        self._release()
+
+    def _unaccepted(self) -> bool:
+        """A connection waits in the listener's backlog."""
+        listener = self.listener
+        if listener is None:
+            return False
+        ready, _, _ = select.select([sock.fileno() for sock in listener.sockets], [], [], 0)
+        return bool(ready)
 
     def collect_spool(self) -> None:
-        """SPOOL-3: check the hello like a connection's, apply the rest like one, delete it."""
+        """SPOOL-3: the core checks the hello and applies the rest like a connection's."""
         path = self.rec.spool_path
         try:
             with open(path, "rb") as f:
-                lines = [line for line in f.read().split(b"\n") if line.strip()]
+                data = f.read()
         except FileNotFoundError:
             return
         except OSError as exc:
             log.warning("job %s: cannot read spool file %s: %s", self.job_id, path, exc)
             return
-        try:
-            hello = decode(lines[0]) if lines else None
-        except RemoteProtocolError:
-            hello = None
-        if (
-            hello is None
-            or hello.type != "hello"
-            or hello.job_id != self.job_id
-            or not secrets.compare_digest(str(hello.body["token"]).encode(), self.token.encode())
-        ):
+        intake = self.attempt.apply_spool(data, self.loop.time())
+        if intake is None:
             log.warning(
                 "job %s: spool file %s fails the hello check (AUTH-4); kept as .rejected",
                 self.job_id,
@@ -434,19 +478,22 @@ class Run:
             )
             os.replace(path, path + ".rejected")
             return
-        peer = SpoolPeer(self.job_id, frozenset(hello.body["features"]))
-        messages = []
-        for line in lines[1:]:
-            try:
-                messages.append(decode(line))
-            except RemoteProtocolError as exc:
-                peer.reject(exc)
-        if messages:
-            self.receive(peer, messages)
-            if not self.server.recorder.flush():
-                return  # keep the file: the next start collects it again
+        self.deliver(None, intake)
+        if intake and not self.host.recorder.flush():
+            return  # keep the file: the next start collects it again
         os.unlink(path)
-        log.info("job %s: collected spool file with %d messages", self.job_id, len(messages))
+        count = len(intake.received)
+        log.info("job %s: collected spool file with %d messages", self.job_id, count)
+
+    def _release(self) -> None:
+        """The attempt is over: let go of everything and tell the host."""
+        self.close()
+        for path in (self.rec.socket_path, self.rec.out_path, self.rec.err_path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if not self.done.done():
+            self.done.set_result(None)
+        self.host.release(self)
 
     def close(self) -> None:
         """Let go of the socket, the connections and the timers (not of the worker)."""

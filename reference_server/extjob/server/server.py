@@ -1,11 +1,12 @@
 """The job server: queue, scheduler, spawning, outcomes, restart recovery.
 
 ``JobServer`` is the facade embedding code and the HTTP API use. Each running
-attempt is a ``run.Run``; this module decides what happens to the *job*:
-claims (atomic in the store), spawns, retries (CKPT-4), outcomes (SRV-4,
-EXIT-1, CANCEL-4) and, on start, what becomes of the attempts a previous
-server process left running (re-adopted, collected from their spool file, or
-failed as lost).
+attempt is a ``run.AttemptRun``, which reaches back only through the narrow
+``run.Host`` (emit, finish, release). This module does what concerns the
+*job*: claims (atomic in the store), spawns with the core's payload and
+ENV-1 environment, stores each outcome the core decided (SRV-4, EXIT-1,
+CANCEL-4, CKPT-4) and, on start, finds the attempts a previous server
+process left running (RECONNECT-5).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from extjob.protocol import (
-    FEATURES,
     MAX_PAYLOAD_BYTES,
-    PROTOCOL_VERSION,
-    heartbeat_interval_ms,
-    retry_delay_ms,
+    Extensions,
+    Outcome,
+    build_payload,
+    payload_environment,
 )
 
 from .config import JobDefinition, ServerConfig
@@ -36,10 +37,10 @@ from .environment import worker_environment
 from .events import EventBus
 from .models import Job, Metrics, now_ms
 from .private import private_dir
-from .procs import describe_status, find_worker, is_same_process, spawn
+from .procs import find_worker, is_same_process, spawn
 from .recorder import Recorder
 from .resources import Backoff, is_transient
-from .run import Run
+from .run import AttemptRun
 from .store import (
     AttemptRecord,
     AttemptSummaries,
@@ -64,7 +65,7 @@ class JobServer:
         self._store = store
         self.events = EventBus()
         self.metrics = Metrics()
-        self.runs: dict[str, Run] = {}
+        self.runs: dict[str, AttemptRun] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._draining = False
@@ -260,126 +261,66 @@ class JobServer:
             )
             return True
         run = self.runs.get(job_id)
-        if run is None or run.finalized or run.cancel_reason == "requested":
+        if run is None or not run.cancellable:
             return False
         self.store.request_cancel(job_id)  # so that a restarted server still cancels it
-        if run.cancel_reason is None:
-            run.cancel("requested")
-        run.cancel_reason = "requested"  # also when a timeout's cancel is under way
+        run.cancel("requested")  # also counts when a timeout's cancel is under way (CANCEL-4)
         return True
 
     # events, outcomes
 
-    def emit(self, name: str, run: Run, data: Mapping[str, Any]) -> None:
+    def emit(self, name: str, run: AttemptRun, data: Mapping[str, Any]) -> None:
         if self.events.wants(name):
             self.events.emit(name, run.job_id, {"jobId": run.job_id, "name": run.name, **data})
 
-    def on_terminal(self, run: Run) -> None:
-        """SRV-4: a terminal message was recorded."""
-        body = run.terminal
-        assert body is not None
-        if body["type"] == "completed":
-            self._finalize(run, "completed", result=body.get("result"))
+    def finish(self, run: AttemptRun, result: Outcome) -> None:
+        """Record an attempt's outcome (decided by the core: EXIT-1, SRV-4) and emit it."""
+        if result.lost:
+            self.metrics.lost += 1
+            self.emit("job.lost", run, {"reason": result.error})
+        retry_at = None if result.retry_in_ms is None else now_ms() + result.retry_in_ms
+        self.store.finish(
+            run.job_id,
+            result.status,
+            now_ms(),
+            result=result.result,
+            error=result.error,
+            stack=result.stack,
+            retry_at=retry_at,
+        )
+        if result.status == "completed":
+            data: dict[str, Any] = {"result": result.result}
+        elif result.status == "failed":
+            data = {
+                "error": result.error,
+                "stack": result.stack,
+                "attempt": run.rec.attempt,
+                "retryAt": retry_at,
+            }
         else:
-            self._finalize(
-                run,
-                "failed",
-                error=run.fail_reason or body["error"],
-                stack=body.get("stack"),
-                retryable=body.get("retryable") is not False,
-            )
-
-    def on_exit(self, run: Run, status: int | None, lost: bool = False) -> None:
-        """EXIT-1, after the connection and the spool file were read."""
-        if run.terminal is None and not run.finalized:
-            if lost:
-                reason = run.fail_reason or (
-                    "worker gone after a server restart: no terminal message, exit status unknown"
-                )
-                self.metrics.lost += 1
-                self.emit("job.lost", run, {"reason": reason})
-                self._finalize(run, "failed", error=reason)
-            elif run.fail_reason is not None:
-                self._finalize(run, "failed", error=run.fail_reason)
-            elif run.cancel_reason == "requested":
-                self._finalize(run, "cancelled")
-            elif status == 0:
-                run.note("warn", "exited 0 without a terminal message")
-                self._finalize(run, "completed")
-            elif status is None:
-                self._finalize(
-                    run,
-                    "failed",
-                    error="worker exited without a terminal message; exit status unknown "
-                    "(re-adopted after a server restart, not a child of this server)",
-                )
-            else:
-                self._finalize(run, "failed", error=describe_status(status))
-        elif run.terminal is not None and run.terminal["type"] == "completed" and status:
-            run.note("warn", f"completed, then: {describe_status(status)}")
-        self._end_attempt(run, status)
-        run.close()
-        for path in (run.rec.socket_path, run.rec.out_path, run.rec.err_path):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        self.runs.pop(run.job_id, None)
-        if not run.done.done():
-            run.done.set_result(None)
+            data = {}
+        if result.status == "cancelled":
+            self.emit("job.cancelled", run, data)
+        else:
+            self.emit(f"job.{result.status}", run, data)
+            self.emit(f"job.{run.name}.{result.status}", run, data)
         self._wake.set()
 
-    def _end_attempt(self, run: Run, status: int | None) -> None:
+    def release(self, run: AttemptRun) -> None:
+        """The attempt's worker is gone and its outcome recorded: free its slot."""
         # One write per attempt, when its worker is gone: never per message.
         try:
             self.store.end_attempt(
                 run.job_id,
                 run.rec.attempt,
                 now_ms(),
-                status,
+                run.exit_status,
                 run.wire.features,
                 run.wire.snapshot(),
             )
         except Exception:
             log.exception("job %s: could not record the end of its attempt", run.job_id)
-
-    def _finalize(
-        self,
-        run: Run,
-        status: str,
-        *,
-        result: Any = None,
-        error: str | None = None,
-        stack: str | None = None,
-        retryable: bool = True,
-    ) -> None:
-        """Record the attempt's outcome once (LIFE-4) and emit its events."""
-        if run.finalized:
-            return
-        run.finalized = True
-        rec = run.rec
-        if status == "failed" and run.cancel_reason == "requested":
-            status = "cancelled"  # CANCEL-4
-        retry_at = None
-        if status == "failed" and retryable and rec.attempt < rec.max_attempts:
-            definition = run.definition
-            delay = retry_delay_ms(
-                rec.attempt, definition.retry_backoff_ms, definition.max_retry_backoff_ms
-            )
-            retry_at = now_ms() + delay
-        self.store.finish(
-            run.job_id, status, now_ms(), result=result, error=error, stack=stack, retry_at=retry_at
-        )
-        if status == "completed":
-            data: dict[str, Any] = {"result": result}
-        elif status == "failed":
-            data = {"error": error, "stack": stack, "attempt": rec.attempt, "retryAt": retry_at}
-        else:
-            data = {}
-        if status == "cancelled":
-            self.emit("job.cancelled", run, data)
-        else:
-            self.emit(f"job.{status}", run, data)
-            self.emit(f"job.{run.name}.{status}", run, data)
-        run.after_terminal()
+        self.runs.pop(run.job_id, None)
         self._wake.set()
 
     # scheduling and spawning
@@ -451,34 +392,33 @@ class JobServer:
 
     async def _spawn(self, job: Job, rec: AttemptRecord) -> None:
         definition = self.jobs[job.name]
-        run = Run(self, definition, rec, adopted=False)
+        run = AttemptRun(self, definition, rec, adopted=False)
         self.runs[job.id] = run
         payload_path = _payload_path(rec)
+        payload = self._payload(job, rec, definition)
         try:
             await run.listen()
-            _write_private(payload_path, json.dumps(self._payload(job, rec, definition)) + "\n")
+            _write_private(payload_path, json.dumps(payload) + "\n")
             child = spawn(
                 [definition.command, *definition.args],
                 cwd=definition.cwd,
-                env=self._worker_env(job, rec, definition),
+                env=self._worker_env(payload, definition),
                 stdin_path=payload_path,
                 out_path=rec.out_path,
                 err_path=rec.err_path,
             )
         except OSError as exc:
-            run.exited = True
             if is_transient(exc):
                 self._spawn_later(run, exc)
                 return
-            self._finalize(run, "failed", error=f"spawn failed: {exc}", retryable=False)
-            self.on_exit(run, None)
+            run.spawn_failed(exc)
             return
         self.metrics.spawned += 1
         self._spawn_backoff.succeeded()
         run.adopt(child.pid, child)
         run.start_deadlines()
 
-    def _spawn_later(self, run: Run, exc: OSError) -> None:
+    def _spawn_later(self, run: AttemptRun, exc: OSError) -> None:
         """Out of descriptors, processes or memory for now: the job stays pending, not
         failed, and spawning pauses for a while (``resources.Backoff``)."""
         delay = self._spawn_backoff.failed()
@@ -489,6 +429,7 @@ class JobServer:
             exc,
             delay,
         )
+        run.exited = True
         run.close()
         for path in (
             run.rec.socket_path,
@@ -504,39 +445,26 @@ class JobServer:
 
     def _payload(self, job: Job, rec: AttemptRecord, definition: JobDefinition) -> dict[str, Any]:
         """PAY-2 and PAY-3: everything a worker needs, the secrets only here (ENV-3)."""
-        payload = {
-            "jobId": job.id,
-            "name": job.name,
-            "data": job.data,
-            "socketPath": rec.socket_path,
-            "protocolVersion": PROTOCOL_VERSION,
-            "features": list(FEATURES),
-            "heartbeatIntervalMs": heartbeat_interval_ms(definition.heartbeat_timeout_ms),
-            "heartbeatTimeoutMs": definition.heartbeat_timeout_ms,
-            "reconnectWindowMs": self.config.reconnect_window_ms,
-            "maxLineBytes": self.config.max_line_bytes,
-            "token": rec.token,
-            "attempt": rec.attempt,
-            "maxAttempts": rec.max_attempts,
-            "spoolPath": rec.spool_path,
-        }
-        if job.checkpoint is not None:
-            payload["checkpoint"] = job.checkpoint  # CKPT-2
-        return payload
-
-    def _worker_env(
-        self, job: Job, rec: AttemptRecord, definition: JobDefinition
-    ) -> dict[str, str]:
-        env = worker_environment(self.config, definition.env)  # ENV-3
-        env.update(  # ENV-1
-            EXTJOB_JOB_ID=job.id,
-            DONKEYLABS_JOB_ID=job.id,
-            EXTJOB_JOB_NAME=job.name,
-            DONKEYLABS_JOB_NAME=job.name,
-            EXTJOB_SOCKET_PATH=rec.socket_path,
-            DONKEYLABS_SOCKET_PATH=rec.socket_path,
-            DONKEYLABS_TCP_PORT="",
+        return build_payload(
+            job.id,
+            job.name,
+            job.data,
+            rec.socket_path,
+            heartbeat_timeout_ms=definition.heartbeat_timeout_ms,
+            reconnect_window_ms=self.config.reconnect_window_ms,
+            extensions=Extensions(
+                token=rec.token,
+                spool_path=rec.spool_path,
+                attempt=rec.attempt,
+                max_attempts=rec.max_attempts,
+                max_line_bytes=self.config.max_line_bytes,
+            ),
+            checkpoint=job.checkpoint,  # CKPT-2
         )
+
+    def _worker_env(self, payload: Mapping[str, Any], definition: JobDefinition) -> dict[str, str]:
+        env = worker_environment(self.config, definition.env)  # ENV-3
+        env.update(payload_environment(payload))  # ENV-1
         return env
 
     async def _poll_output(self) -> None:
@@ -553,7 +481,7 @@ class JobServer:
         runs = []
         for rec in self.store.running_attempts(self.config.server_id):
             definition = self.jobs.get(rec.name) or JobDefinition(name=rec.name, command="?")
-            run = Run(self, definition, rec, adopted=True)
+            run = AttemptRun(self, definition, rec, adopted=True)
             self.runs[rec.job_id] = run
             await run.listen()  # every socket first, then decide who is lost
             runs.append(run)
@@ -579,16 +507,8 @@ class JobServer:
                 log.info("job %s: re-adopted worker pid %d", rec.job_id, rec.pid)
                 run.watch()
                 run.start_deadlines()
-                if run.terminal is not None:
-                    self.on_terminal(run)  # recorded, but the server died before the outcome
                 continue
-            run.exited = True
-            run.poll_output(final=True)
-            if run.terminal is None:
-                run.collect_spool()
-            if run.terminal is not None and not run.finalized:
-                self.on_terminal(run)
-            self.on_exit(run, None, lost=True)
+            run.gone()
 
 
 def _payload_path(rec: AttemptRecord) -> str:
