@@ -51,6 +51,8 @@ from .wire import WireLog
 log = logging.getLogger(__name__)
 
 Events = list[tuple[str, dict[str, Any]]]
+# Loop iterations from the accept of a connection to its first read.
+_ACCEPT_ITERATIONS = 4
 
 
 class Host(Protocol):
@@ -434,8 +436,12 @@ class AttemptRun:
         """EXIT-1: read what is still buffered, collect the spool file, then decide."""
         # The worker's end is closed by its exit; a child that inherited the
         # socket could keep it open, so do not wait for it forever. A worker
-        # that connected, wrote and exited at once may not be accepted yet.
+        # that connected, wrote and exited at once may not be accepted yet:
+        # in the listener's backlog, or taken from it by the loop, whose
+        # accept runs as a task over the next iterations (the yields below).
         deadline = self.loop.time() + 1.0
+        for _ in range(_ACCEPT_ITERATIONS):
+            await asyncio.sleep(0)
         while True:
             pending = [conn.closed for conn in self.connections if not conn.closed.done()]
             if pending:
