@@ -20,7 +20,7 @@ Resume guarantees (``Last-Event-ID``):
   sends the job's current state again (``job.state``) and goes on live; the
   all-jobs stream sends ``stream.reset``, after which the client re-reads
   what it shows over the REST API. Log lines are persisted, so nothing is
-  lost for good: ``GET /api/jobs/{id}/logs?after=N`` returns them.
+  lost for good: ``GET /api/jobs/{id}/logs?cursor=N`` returns them.
 - A client that does not read (more than ``WRITE_BUFFER_LIMIT`` bytes queued
   for it) is disconnected: it reconnects with its ``Last-Event-ID`` like
   after any drop, so a slow client never holds memory or the server back.
