@@ -90,7 +90,19 @@ def rust_fixture() -> list[str]:
     return [str(target / "debug" / "extjob-fixture")]
 
 
-@pytest.fixture(params=["python", "shell", "go", "rust"])
+@pytest.fixture(scope="session")
+def typescript_fixture(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The TypeScript fixture worker on Node.js, compiled once per session (after `npm ci`)."""
+    package = REPO / "wrappers" / "typescript"
+    tsc = package / "node_modules" / ".bin" / "tsc"
+    if shutil.which("node") is None or not tsc.exists():
+        pytest.skip("node, or `npm ci` in wrappers/typescript, is missing")
+    out = tmp_path_factory.mktemp("typescript")
+    subprocess.run([str(tsc), "-p", "tsconfig.json", "--outDir", str(out)], cwd=package, check=True)
+    return [str(shutil.which("node")), str(out / "fixture.js")]
+
+
+@pytest.fixture(params=["python", "shell", "go", "rust", "typescript"])
 def fixture_worker(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
     """(command, args) of each language's fixture worker (SPEC section 11)."""
     if request.param == "python":
