@@ -357,7 +357,29 @@ EXAMPLES: tuple[Example, ...] = (
         build=lambda root, work: (["cargo", "build", "--quiet", "--locked"], _rust_example(root)),
         job=lambda root, work: {"command": str(_cargo_target(root) / "debug" / "wordcount")},
     ),
+    Example(
+        language="TypeScript",
+        name="transcode",
+        needs=("node", "npm"),
+        install="sudo apt-get install nodejs npm",
+        # npm links @extjob/worker from wrappers/typescript; its npm ci brings tsc.
+        build=lambda root, work: (["bash", "-c", _TYPESCRIPT_BUILD], _typescript_example(root)),
+        job=lambda root, work: {
+            "command": shutil.which("node") or "node",
+            "args": [str(_typescript_example(root) / "dist" / "transcode.js")],
+        },
+    ),
 )
+
+
+_TYPESCRIPT_BUILD = (
+    "(cd ../../wrappers/typescript && { test -d node_modules || npm ci; })"
+    " && npm install && npm run build"
+)
+
+
+def _typescript_example(root: Path) -> Path:
+    return root / "examples" / "typescript"
 
 
 def _rust_example(root: Path) -> Path:

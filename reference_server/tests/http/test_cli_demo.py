@@ -32,3 +32,5 @@ def test_the_demo_jobs_survive_a_server_restart_and_complete(tmp_path: object) -
         assert line in summary
     if shutil.which("cargo") is not None:
         assert 'wordcount   completed {"chunks": 8, "words": 8252}' in summary
+    if shutil.which("node") is not None:
+        assert 'transcode   completed {"segment": 8, "frames": 1920}' in summary
