@@ -1072,9 +1072,11 @@ _extjob_a_enqueue() {
     progress) _a_last_progress=${_a_id} ;;
     completed | failed) _a_ended=${type} ;;
   esac
-  # REPLAY-6: while away, drop the oldest logs; while connected the job
-  # shell holds back instead (_extjob_wait_room).
-  if [[ ${_a_state} != up ]] && ((_a_count >= 10000 || _a_bytes >= 16777216)); then
+  # REPLAY-6: while away after a connection has failed, drop the oldest
+  # logs. While connected, and while the first connection is being set up
+  # (before its welcome, however slow), the job shell holds back instead
+  # (_extjob_wait_room): nothing is dropped that a server could still take.
+  if [[ ${_a_state} != up && -n ${_a_failed} ]] && ((_a_count >= 10000 || _a_bytes >= 16777216)); then
     _extjob_a_trim
   fi
 }

@@ -858,11 +858,6 @@ def test_trans_1_bracketed_ipv6_address(run_worker):
         peer.stop()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, about 1 run in 7: the job shell sometimes gets past 10,000 "
-    "unacknowledged messages (REPLAY-6 back-pressure in extjob.sh); quarantined until fixed",
-)
 def test_replay_6_full_buffer_while_connected_holds_the_job_code_back(
     make_peer, run_worker, script, tmp_path
 ):
@@ -894,3 +889,40 @@ def test_no_files_left_behind(make_peer, run_worker, tmp_path, scenario):
     worker = run_worker(FIXTURE, payload(peer, fixture(scenario)), env={"TMPDIR": str(tmp)})
     worker.wait()
     assert list(tmp.iterdir()) == []  # the agent removed its directory
+
+
+def test_replay_6_full_buffer_before_the_first_welcome_holds_back_and_drops_nothing(
+    make_peer, run_worker, script, tmp_path
+):
+    # The quarantined race: the agent took 10,000 messages while its first
+    # connection still waited for the welcome and dropped logs as if the
+    # server were away, so the job shell ran on. Here the welcome is held
+    # back until the job shell has had time to run past the buffer.
+    peer = make_peer()
+    peer.ext = False  # no welcome until the test sends one
+    flags = {name: tmp_path / name.lower() for name in ("FULL", "PAST")}
+    job = script(
+        "job_init\n"
+        "for ((i = 1; i <= 10100; i++)); do\n"
+        '  job_info "l $i"\n'
+        '  ((i == 9999)) && touch "$FULL"\n'
+        '  ((i == 10001)) && touch "$PAST"\n'
+        "done\n"
+        "job_complete"
+    )
+    slow = {"heartbeatIntervalMs": 30000, "heartbeatTimeoutMs": 90000}  # AUTH-2 waits 30 s
+    worker = run_worker(job, payload(peer, **slow), env={k: str(v) for k, v in flags.items()})
+    peer.wait_type("hello")
+    deadline = time.monotonic() + 60
+    while not flags["FULL"].exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert not flags["PAST"].exists()  # held back: 10,000 with started
+    hello = peer.messages("hello")[-1]
+    peer.ext = True
+    peer.send({"type": "welcome", "protocolVersion": 1, "features": hello["features"], "lastSeq": 0,
+               "heartbeatIntervalMs": 10000})  # fmt: skip
+    assert worker.wait(120) == 0
+    logs = [m["message"] for m in check_stream(peer) if m["type"] == "log"]
+    assert logs == [f"l {i}" for i in range(1, 10101)]  # none dropped, no warn
