@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Example job in bash: backs up "archives", one step at a time.
-# data: {"steps": 20, "delayMs": 500}. Needs the bash wrapper and jq.
+# data: {"steps": 20, "delayMs": 500}. Needs the bash wrapper (bash, python3).
 # shellcheck source=SCRIPTDIR/../../wrappers/shell/extjob.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../wrappers/shell/extjob.sh"
 

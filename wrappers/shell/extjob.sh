@@ -10,24 +10,30 @@
 #   for ((i = 1; i <= steps; i++)); do job_progress $((i * 100 / steps)) "step $i"; done
 #   job_complete '{"steps": '"$steps"'}'
 #
-# Needs: bash 4.4+, jq (to read the payload and to check JSON arguments),
-# socat (only when the server listens on a Unix socket; TCP uses bash's own
-# /dev/tcp). job_init checks for them and exits 2 naming what is missing.
+# Needs: bash 4.4+ and python3 (what the server needs too). Without
+# python3: jq, and socat when the server listens on a Unix socket (TCP then
+# uses bash's own /dev/tcp). job_init checks and exits 2 naming what is
+# missing and how to add it. EXTJOB_SH_CONNECTOR=socat takes the path of a
+# machine without python3 even where python3 is.
 #
 # How it works. job_init starts ONE background bash process, the connection
 # agent, which owns the connection for the whole job: it connects (and
 # reconnects with backoff, RECONNECT-1), says hello and waits for welcome
 # (AUTH-2), numbers messages and keeps them until acknowledged (REPLAY-*),
 # heartbeats while the job code is busy or blocked (HB-2), surfaces cancel
-# (CANCEL-3) and spools an undeliverable result (SPOOL-2); per connection it
-# runs socat (Unix sockets) and one jq that decodes what the server says.
+# (CANCEL-3) and spools an undeliverable result (SPOOL-2). Its connector is
+# one python3 process for the whole job (the program _extjob_py: it
+# connects when told and turns what the server says into short events), or
+# without python3, per connection, socat (Unix sockets) and one jq that
+# decodes. So a job is three processes: the script, the agent, python3.
 # The public functions only format JSON in pure bash (no process per
-# message; jq only for texts over 8 KiB, JSON arguments over 4 KiB and text
-# that is not valid UTF-8) and append each message to a queue file in a
-# private temporary directory, waking the agent with a byte on a FIFO; the
-# agent stamps it (TIME-1) and sends it. The queue file grows with what the
-# job sends until the job ends. A cancel request is a flag file
-# (job_cancel_requested) and a callback (job_on_cancel, run from a USR1 trap).
+# message; jq or python3 only for texts over 8 KiB, JSON arguments over
+# 4 KiB and text that is not valid UTF-8) and append each message to a
+# queue file in a private temporary directory, waking the agent with a byte
+# on a FIFO; the agent stamps it (TIME-1) and sends it. The queue file grows
+# with what the job sends until the job ends. A cancel request is a flag
+# file (job_cancel_requested) and a callback (job_on_cancel, run from a USR1
+# trap).
 #
 # Ending. job_complete and job_fail send the terminal message, wait until it
 # is acknowledged (or, for a v1 server, written; or spooled) and exit the
@@ -68,13 +74,20 @@ job_init() {
 
 #######################################
 # Prints the job's data, or the result of a jq filter applied to it (strings
-# raw, other values as JSON).
-# Arguments: [jq filter] (default: the whole data)
-# Returns: jq's status
+# raw, other values as JSON; with -j everything as JSON). Without jq (python3
+# reads it then) the filter is a path and // defaults:
+# `.a.b[0] // .c // 5`.
+# Arguments: [-j], [filter] (default: the whole data)
+# Returns: jq's status (3 for a filter python3 does not understand)
 # Example: steps=$(job_data_get '.steps // 5')
 #######################################
 job_data_get() {
-  jq -r "${1:-.}" <<<"${JOB_DATA}"
+  local as=raw
+  if [[ ${1:-} == -j ]]; then
+    as=json
+    shift
+  fi
+  _extjob_tool get "${1:-.}" "${as}" <<<"${JOB_DATA}"
 }
 
 #######################################
@@ -330,7 +343,7 @@ _extjob_quote() {
     return 0
   fi
   if [[ $1 != *[$'\x80'-$'\xff']* ]]; then
-    _extjob_q=$(printf '%s' "$1" | jq -Rs .)
+    _extjob_q=$(printf '%s' "$1" | _extjob_tool text)
     return 0
   fi
   local chunk carry='' out='' k c need
@@ -363,7 +376,7 @@ _extjob_quote() {
 _extjob_escape() {
   local s=$1 t code
   if ! _extjob_utf8_ok "${s}"; then
-    _extjob_e=$(printf '%s' "${s}" | jq -Rs .)
+    _extjob_e=$(printf '%s' "${s}" | _extjob_tool text)
     _extjob_e=${_extjob_e:1:${#_extjob_e}-2}
     return 0
   fi
@@ -424,11 +437,7 @@ _extjob_json() {
   if ((${#text} <= 4096)) && _extjob_json_compact "${text}" "${kind}"; then
     return 0
   fi
-  if ! out=$(printf '%s' "${text}" | jq -cs --arg kind "${kind}" '
-      if length != 1 then error("expected one JSON value, got \(length)")
-      elif $kind != "value" and (.[0] | type) != $kind
-      then error("expected a JSON \($kind), got \(.[0] | type)")
-      else .[0] end' 2>&1); then
+  if ! out=$(printf '%s' "${text}" | _extjob_tool json "${kind}"); then
     local caller
     for caller in "${FUNCNAME[@]}"; do
       [[ ${caller} == job_* ]] && break
@@ -537,60 +546,142 @@ _extjob_err() {
   return 0
 }
 
+# Chooses the helpers from this machine's tools: jq, else python3, for what
+# bash cannot do well (_extjob_tool). How to connect is chosen with the
+# socket (_extjob_choose_connector).
 _extjob_check_tools() {
   if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
     _extjob_err "bash 4.4 or newer is required (this is ${BASH_VERSION})"
     return 1
   fi
-  if ! command -v jq >/dev/null; then
-    _extjob_err "jq is required to read the job payload; install jq"
+  _extjob_jq=''
+  command -v jq >/dev/null && _extjob_jq=1
+  _extjob_python=$(command -v python3) || _extjob_python=''
+  if [[ -z ${_extjob_jq} && -z ${_extjob_python} ]]; then
+    _extjob_err "reading the job payload needs python3 or jq, and neither is installed;" \
+      "install one (Debian: sudo apt-get install python3)"
     return 1
   fi
 }
 
-# Reads the stdin payload with one jq run, falls back to the environment
-# (ENV-2) and sets the job's globals. Prints one line and fails on a missing
-# or malformed payload (PAY-6).
+# Sets _extjob_via to how the agent connects to SOCKET: `python3` (one
+# connector process for the job, any socket), else `socat` for a Unix
+# socket or `bash` (/dev/tcp) for TCP, both with a jq per connection that
+# reads the server's lines. EXTJOB_SH_CONNECTOR=socat picks the latter even
+# when python3 is here. Names what is missing, and fails, when neither works.
+_extjob_choose_connector() {
+  local socket=$1 want=${EXTJOB_SH_CONNECTOR:-}
+  if [[ -z ${want} ]]; then
+    want=socat
+    [[ -n ${_extjob_python} ]] && want=python3
+  fi
+  case ${want} in
+    python3)
+      if [[ -z ${_extjob_python} ]]; then
+        _extjob_err "EXTJOB_SH_CONNECTOR=python3, but python3 is not installed"
+        return 1
+      fi
+      _extjob_via=python3
+      ;;
+    socat)
+      local tool missing='' needs='socat jq' via=socat
+      [[ ${socket} == tcp://* ]] && needs=jq via=bash
+      for tool in ${needs}; do
+        command -v "${tool}" >/dev/null || missing+=" ${tool}"
+      done
+      if [[ -n ${missing} ]]; then
+        _extjob_err "connecting to ${socket} needs python3, or ${needs// / and }; install" \
+          "python3 (Debian: sudo apt-get install python3) or${missing}"
+        return 1
+      fi
+      _extjob_via=${via}
+      ;;
+    *)
+      _extjob_err "EXTJOB_SH_CONNECTOR must be python3 or socat, not '${want}'"
+      return 1
+      ;;
+  esac
+}
+
+# Runs one of the few jobs bash cannot do well itself, on stdin, with jq
+# when it is installed, else with python3 (the program _extjob_py):
+#   text        stdin as a JSON string (invalid UTF-8 becomes U+FFFD)
+#   json KIND   stdin as one compact JSON value of KIND (value, object or
+#               string), or a line ending in ": PROBLEM" and status 1
+#   get FILTER AS  job_data_get: AS raw or json (python3 knows paths and
+#               // defaults only)
+#   payload     the payload's fields, each ending in a NUL (see below), or
+#               one line saying what is wrong
+_extjob_tool() {
+  if [[ -z ${_extjob_jq} ]]; then
+    "${_extjob_python}" -I -S -c "${_extjob_py}" "$@"
+    return
+  fi
+  # shellcheck disable=SC2016 # the $-names are jq's
+  case $1 in
+    text) jq -Rs . ;;
+    json)
+      jq -cs --arg kind "$2" '
+        if length != 1 then error("expected one JSON value, got \(length)")
+        elif $kind != "value" and (.[0] | type) != $kind
+        then error("expected a JSON \($kind), got \(.[0] | type)")
+        else .[0] end' 2>&1
+      ;;
+    get)
+      if [[ $3 == json ]]; then jq -c "$2"; else jq -r "$2"; fi
+      ;;
+    payload)
+      jq -nj '
+        def check(f; test; what):
+          if has(f) and (.[f] | test | not) then error("payload field \(f) must be \(what)") else . end;
+        def int_min(n): type == "number" and . == floor and . >= n;
+        (try input catch (if . == "break" or . == "No more inputs" then {} else
+           error("payload is not valid JSON: \(.)") end))
+        | if type != "object" then error("payload is not a JSON object (got \(type))") else . end
+        | check("jobId"; type == "string"; "a string")
+        | check("name"; type == "string"; "a string")
+        | check("socketPath"; type == "string"; "a string")
+        | check("protocolVersion"; . == 1; "1")
+        | check("features"; type == "array" and all(.[]; type == "string"); "an array of strings")
+        | check("heartbeatIntervalMs"; int_min(10); "an integer >= 10")
+        | check("heartbeatTimeoutMs"; int_min(30); "an integer >= 30")
+        | check("reconnectWindowMs"; int_min(0); "an integer >= 0")
+        | check("maxLineBytes"; int_min(65536); "an integer >= 65536")
+        | check("token"; type == "string" and length >= 16 and length <= 256; "a string of 16-256 characters")
+        | check("attempt"; int_min(1); "an integer >= 1")
+        | check("maxAttempts"; int_min(1); "an integer >= 1")
+        | check("spoolPath"; type == "string" and length > 0; "a non-empty string")
+        | if has("token") and (has("protocolVersion") and has("features") | not)
+          then error("payload has a token but no protocolVersion and features") else . end
+        | [.jobId // "", .name // "", .socketPath // "",
+           (if has("data") then .data else {} end | tojson),
+           (if has("checkpoint") then .checkpoint | tojson else "" end),
+           (.features // [] | join(" ")), .token // "",
+           (.heartbeatIntervalMs // "" | tostring), (.reconnectWindowMs // 60000 | tostring),
+           (.maxLineBytes // 16777216 | tostring), .spoolPath // "",
+           (.attempt // 1 | tostring), (.maxAttempts // 1 | tostring)]
+        | map(. + "\u0000") | add' 2>&1
+      ;;
+  esac
+}
+
+# Reads the stdin payload with one run of _extjob_tool, falls back to the
+# environment (ENV-2) and sets the job's globals. Prints one line and fails
+# on a missing or malformed payload (PAY-6) or a missing tool.
 _extjob_read_payload() {
   local hb_arg=$1 out
-  # shellcheck disable=SC2016 # $-names below are jq variables
-  out=$(jq -nr '
-    def check(f; test; what):
-      if has(f) and (.[f] | test | not) then error("payload field \(f) must be \(what)") else . end;
-    def int_min(n): type == "number" and . == floor and . >= n;
-    (try input catch (if . == "break" or . == "No more inputs" then {} else
-       error("payload is not valid JSON: \(.)") end))
-    | if type != "object" then error("payload is not a JSON object (got \(type))") else . end
-    | check("jobId"; type == "string"; "a string")
-    | check("name"; type == "string"; "a string")
-    | check("socketPath"; type == "string"; "a string")
-    | check("protocolVersion"; . == 1; "1")
-    | check("features"; type == "array" and all(.[]; type == "string"); "an array of strings")
-    | check("heartbeatIntervalMs"; int_min(10); "an integer >= 10")
-    | check("heartbeatTimeoutMs"; int_min(30); "an integer >= 30")
-    | check("reconnectWindowMs"; int_min(0); "an integer >= 0")
-    | check("maxLineBytes"; int_min(65536); "an integer >= 65536")
-    | check("token"; type == "string" and length >= 16 and length <= 256; "a string of 16-256 characters")
-    | check("attempt"; int_min(1); "an integer >= 1")
-    | check("maxAttempts"; int_min(1); "an integer >= 1")
-    | check("spoolPath"; type == "string" and length > 0; "a non-empty string")
-    | if has("token") and (has("protocolVersion") and has("features") | not)
-      then error("payload has a token but no protocolVersion and features") else . end
-    | @sh "p_job=\(.jobId // "") p_name=\(.name // "") p_socket=\(.socketPath // "")",
-      @sh "p_data=\(if has("data") then .data else {} end | tojson)",
-      @sh "p_checkpoint=\(if has("checkpoint") then .checkpoint | tojson else "" end)",
-      @sh "p_features=\(.features // [] | join(" ")) p_token=\(.token // "")",
-      @sh "p_hb=\(.heartbeatIntervalMs // "") p_window=\(.reconnectWindowMs // 60000)",
-      @sh "p_max_line=\(.maxLineBytes // 16777216) p_spool=\(.spoolPath // "")",
-      @sh "p_attempt=\(.attempt // 1) p_max_attempts=\(.maxAttempts // 1)"
-  ' 2>&1)
-  if [[ ${out} != p_job=* ]]; then
-    _extjob_err "bad job payload on stdin (PAY-6): ${out#jq: error (at <unknown>): }"
+  local -a fields
+  mapfile -d '' -t fields < <(_extjob_tool payload)
+  if ((${#fields[@]} != 13)); then
+    out=${fields[0]:-the payload reader gave no answer}
+    out=${out#jq: error (at <unknown>): }
+    _extjob_err "bad job payload on stdin (PAY-6): ${out%$'\n'}"
     return 1
   fi
-  local p_job p_name p_socket p_data p_checkpoint p_features p_token p_hb p_window
-  local p_max_line p_spool p_attempt p_max_attempts
-  eval "${out}"
+  local p_job=${fields[0]} p_name=${fields[1]} p_socket=${fields[2]} p_data=${fields[3]}
+  local p_checkpoint=${fields[4]} p_features=${fields[5]} p_token=${fields[6]} p_hb=${fields[7]}
+  local p_window=${fields[8]} p_max_line=${fields[9]} p_spool=${fields[10]}
+  local p_attempt=${fields[11]} p_max_attempts=${fields[12]}
   p_job=${p_job:-${EXTJOB_JOB_ID:-${DONKEYLABS_JOB_ID:-}}}
   p_name=${p_name:-${EXTJOB_JOB_NAME:-${DONKEYLABS_JOB_NAME:-}}}
   p_socket=${p_socket:-${EXTJOB_SOCKET_PATH:-${DONKEYLABS_SOCKET_PATH:-}}}
@@ -618,10 +709,8 @@ _extjob_read_payload() {
     fi
     _extjob_host=${BASH_REMATCH[2]:-${BASH_REMATCH[3]}}
     _extjob_port=${BASH_REMATCH[4]}
-  elif ! command -v socat >/dev/null; then
-    _extjob_err "socat is required to connect to the Unix socket ${p_socket}; install socat"
-    return 1
   fi
+  _extjob_choose_connector "${p_socket}" || return 1
   # shellcheck disable=SC2034 # read by the job code
   declare -g JOB_ID=${p_job} JOB_NAME=${p_name} JOB_DATA=${p_data} \
     JOB_CHECKPOINT=${p_checkpoint} JOB_ATTEMPT=${p_attempt} JOB_MAX_ATTEMPTS=${p_max_attempts}
@@ -924,8 +1013,8 @@ _extjob_a_timers() {
   else
     _a_hb_at=0
   fi
-  # TCP: the decoder ends at EOF (a Unix connection's reader says E itself).
-  if [[ ${_a_state} != down && ${_extjob_socket} == tcp://* ]] && ! kill -0 "${_a_pid}" 2>/dev/null; then
+  # bash's /dev/tcp: the decoder ends at EOF (the other connectors say E).
+  if [[ ${_a_state} != down && ${_extjob_via} == bash ]] && ! kill -0 "${_a_pid}" 2>/dev/null; then
     _extjob_a_lost
   fi
   if [[ -z ${_a_ended} ]] && ! kill -0 "$$" 2>/dev/null; then
@@ -1146,25 +1235,42 @@ _extjob_a_write() {
   return 1
 }
 
+# Opens connection _a_conn, by the connector chosen in job_init
+# (_extjob_via). python3: one connector process for the whole job, told on
+# its stdin (lines starting with \x01, which JSON lines never do) to
+# connect; it answers C or E and decodes what the server says. socat: one
+# per connection, with a jq that decodes. bash: /dev/tcp, with a jq.
 _extjob_a_connect() {
   ((++_a_conn))
   _a_state=connecting
-  if [[ ${_extjob_socket} == tcp://* ]]; then
-    if exec {_a_sock}<>"/dev/tcp/${_extjob_host}/${_extjob_port}"; then
-      # $! is jq itself: the agent stops it, and notices when it ends (EOF).
-      _extjob_decode "${_a_conn}" <&"${_a_sock}" >>"${_extjob_dir}/server" &
+  case ${_extjob_via} in
+    python3)
+      if [[ -z ${_a_pid} ]] || ! kill -0 "${_a_pid}" 2>/dev/null; then
+        [[ -n ${_a_sock} ]] && exec {_a_sock}>&-
+        exec {_a_sock}> >(exec "${_extjob_python}" -I -S -c "${_extjob_py}" connect \
+          "${_extjob_socket}" >>"${_extjob_dir}/server" 2>/dev/null)
+        _a_pid=$!
+      fi
+      printf '\001connect %s\n' "${_a_conn}" 2>/dev/null 1>&"${_a_sock}" || _extjob_a_lost
+      ;;
+    bash)
+      if exec {_a_sock}<>"/dev/tcp/${_extjob_host}/${_extjob_port}"; then
+        # $! is jq itself: the agent stops it, and notices when it ends (EOF).
+        _extjob_decode "${_a_conn}" <&"${_a_sock}" >>"${_extjob_dir}/server" &
+        _a_pid=$!
+        _extjob_a_connected
+      else
+        _a_sock=''
+        _extjob_a_lost
+      fi 2>/dev/null
+      ;;
+    socat)
+      exec {_a_sock}> >(exec socat -d -d -t 0.05 STDIO "UNIX-CONNECT:${_extjob_socket}" \
+        > >(_extjob_reader "${_a_conn}" >>"${_extjob_dir}/server") \
+        2> >(_extjob_socat_notices "${_a_conn}" >>"${_extjob_dir}/server"))
       _a_pid=$!
-      _extjob_a_connected
-    else
-      _a_sock=''
-      _extjob_a_lost
-    fi 2>/dev/null
-  else
-    exec {_a_sock}> >(exec socat -d -d -t 0.05 STDIO "UNIX-CONNECT:${_extjob_socket}" \
-      > >(_extjob_reader "${_a_conn}" >>"${_extjob_dir}/server") \
-      2> >(_extjob_socat_notices "${_a_conn}" >>"${_extjob_dir}/server"))
-    _a_pid=$!
-  fi
+      ;;
+  esac
 }
 
 # The transport is up: an extended worker says hello and waits for welcome
@@ -1242,20 +1348,25 @@ _extjob_a_lost() {
   _a_backoff=$((_a_backoff * 2 > 2000 ? 2000 : _a_backoff * 2))
 }
 
-# Closes the connection; `graceful` lets socat deliver what we wrote.
+# Closes the connection; `graceful` lets the connector deliver what we
+# wrote (python3's ends when its stdin does; it keeps the job's other
+# connections).
 _extjob_a_disconnect() {
   ((++_a_conn)) # the old connection's events are stale from now on
+  if [[ ${_extjob_via} == python3 && ${1:-} != graceful ]]; then
+    [[ -n ${_a_sock} ]] && printf '\001close\n' 2>/dev/null 1>&"${_a_sock}"
+    return 0
+  fi
   if [[ -n ${_a_sock} ]]; then
     exec {_a_sock}>&-
     _a_sock=''
   fi
   if [[ -n ${_a_pid} ]]; then
-    if [[ ${_extjob_socket} == tcp://* ]]; then
-      kill -TERM "${_a_pid}" 2>/dev/null # jq, which holds the socket too
-    elif [[ ${1:-} != graceful ]]; then
-      kill -KILL "${_a_pid}" 2>/dev/null # socat; its reader then sees EOF
-    fi
-    wait "${_a_pid}" 2>/dev/null
+    case ${_extjob_via} in
+      bash) kill -TERM "${_a_pid}" 2>/dev/null ;; # jq, which holds the socket too
+      socat) [[ ${1:-} == graceful ]] || kill -KILL "${_a_pid}" 2>/dev/null ;; # its reader sees EOF
+    esac
+    [[ ${_extjob_via} == python3 ]] || wait "${_a_pid}" 2>/dev/null
     _a_pid=''
   fi
 }
@@ -1291,3 +1402,294 @@ _extjob_socat_notices() {
     [[ ${line} == *' starting data transfer loop'* ]] && printf 'C %s\n' "$1"
   done
 }
+
+# ------------------------------------------------- private: python3 helper
+
+# What the wrapper runs with `python3 -I -S -c`: the connector (mode
+# `connect ADDRESS`, see _extjob_a_connect), and what jq does when jq is
+# missing (modes payload, text, json KIND, get FILTER AS; see _extjob_tool).
+# Standard library only, Python 3.6+; no single quote in it.
+_extjob_py='
+import json, os, re, signal, socket, sys, threading
+
+NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def bad_constant(name):
+    raise ValueError("invalid literal " + name)
+
+
+def load(text):
+    return json.loads(text, parse_constant=bad_constant)
+
+
+def dump(value):
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return SURROGATE.sub("\ufffd", text)  # FRAME-2: no lone surrogates
+
+
+def read_text():
+    return sys.stdin.buffer.read().decode("utf-8", "replace")
+
+
+def out(text):
+    sys.stdout.buffer.write(text.encode("utf-8"))
+
+
+def whole(value):
+    return type(value) in (int, float) and value == int(value)
+
+
+def payload():
+    text = read_text()
+    try:
+        p = load(text) if text.strip() else {}
+    except ValueError as e:
+        out("payload is not valid JSON: %s" % e)
+        return 1
+    if type(p) is not dict:
+        out("payload is not a JSON object (got %s)" % NAMES[type(p)])
+        return 1
+    checks = (
+        ("jobId", lambda v: type(v) is str, "a string"),
+        ("name", lambda v: type(v) is str, "a string"),
+        ("socketPath", lambda v: type(v) is str, "a string"),
+        ("protocolVersion", lambda v: whole(v) and v == 1, "1"),
+        ("features", lambda v: type(v) is list and all(type(f) is str for f in v), "an array of strings"),
+        ("heartbeatIntervalMs", lambda v: whole(v) and v >= 10, "an integer >= 10"),
+        ("heartbeatTimeoutMs", lambda v: whole(v) and v >= 30, "an integer >= 30"),
+        ("reconnectWindowMs", lambda v: whole(v) and v >= 0, "an integer >= 0"),
+        ("maxLineBytes", lambda v: whole(v) and v >= 65536, "an integer >= 65536"),
+        ("token", lambda v: type(v) is str and 16 <= len(v) <= 256, "a string of 16-256 characters"),
+        ("attempt", lambda v: whole(v) and v >= 1, "an integer >= 1"),
+        ("maxAttempts", lambda v: whole(v) and v >= 1, "an integer >= 1"),
+        ("spoolPath", lambda v: type(v) is str and len(v) > 0, "a non-empty string"),
+    )
+    for field, test, what in checks:
+        if field in p and not test(p[field]):
+            out("payload field %s must be %s" % (field, what))
+            return 1
+    if "token" in p and not ("protocolVersion" in p and "features" in p):
+        out("payload has a token but no protocolVersion and features")
+        return 1
+
+    def number(field, default):
+        return str(int(p[field])) if field in p else default
+
+    fields = [
+        p.get("jobId", ""), p.get("name", ""), p.get("socketPath", ""),
+        dump(p.get("data", {})), dump(p["checkpoint"]) if "checkpoint" in p else "",
+        " ".join(p.get("features", [])), p.get("token", ""),
+        number("heartbeatIntervalMs", ""), number("reconnectWindowMs", "60000"),
+        number("maxLineBytes", "16777216"), p.get("spoolPath", ""),
+        number("attempt", "1"), number("maxAttempts", "1"),
+    ]
+    out("".join(SURROGATE.sub("\ufffd", f).replace("\0", "\ufffd") + "\0" for f in fields))
+    return 0
+
+
+def text():
+    out(dump(read_text()))
+    return 0
+
+
+def value(kind):
+    try:
+        v = load(read_text())
+    except ValueError as e:
+        out("error: %s" % e)
+        return 1
+    if kind != "value" and NAMES[type(v)] != kind:
+        out("error: expected a JSON %s, got %s" % (kind, NAMES[type(v)]))
+        return 1
+    out(dump(v))
+    return 0
+
+
+STEP = re.compile(r"\s*(?:\.?\[(\d+)\]|\.([A-Za-z_][A-Za-z0-9_]*)|\.(\"(?:[^\"\\]|\\.)*\"))")
+
+
+def path(expr, data):
+    expr = expr.strip()
+    if expr == ".":
+        return data
+    if not expr.startswith("."):
+        return load(expr)  # a literal default
+    at = 0
+    while at < len(expr):
+        m = STEP.match(expr, at)
+        if not m:
+            raise ValueError(expr)
+        at = m.end()
+        if m.group(1) is not None:
+            data = data[int(m.group(1))] if type(data) is list and int(m.group(1)) < len(data) else None
+        else:
+            key = m.group(2) if m.group(2) is not None else load(m.group(3))
+            data = data.get(key) if type(data) is dict else None
+    return data
+
+
+def get(expr, kind="raw"):
+    data = load(read_text())
+    try:
+        result = None
+        for alternative in expr.split("//"):
+            result = path(alternative, data)
+            if result is not None and result is not False:
+                break
+    except (ValueError, IndexError):
+        sys.stderr.write("extjob.sh: job_data_get: without jq only paths (.a.b[0]) and // "
+                         "defaults are understood, not %r; install jq\n" % expr)
+        return 3
+    out((result if type(result) is str and kind == "raw" else dump(result)) + "\n")
+    return 0
+
+
+def word(v):
+    ok = type(v) is str and re.match(r"^[A-Za-z0-9_-]{1,64}$", v)
+    return v if ok else None
+
+
+def count(v):
+    return int(v) if type(v) in (int, float) and v >= 0 else 0
+
+
+def event(line, conn):
+    """The short event of the agent for one server line, None to ignore it (CTRL-6)."""
+    try:
+        m = load(line)
+    except ValueError:
+        return None
+    if type(m) is not dict:
+        return None
+    kind = m.get("type")
+    if kind == "ack":
+        return "A %s %d" % (conn, count(m.get("seq")))
+    if kind == "welcome":
+        return "W %s %d %d" % (conn, count(m.get("lastSeq")), count(m.get("heartbeatIntervalMs")))
+    if kind == "cancel":
+        return "K %s %s" % (conn, word(m.get("reason")) or "requested")
+    if kind == "error":
+        return "R %s %s" % (conn, word(m.get("code")) or "unknown")
+    return None
+
+
+class Connector:
+    """The connection of the agent of a bash job (stdin) to the server: one
+    process for the whole job, one socket at a time, what the server says
+    decoded into events for the agent (stdout)."""
+
+    def __init__(self, address):
+        self.address = address
+        self.sock = None
+        self.conn = "0"
+        self.lock = threading.Lock()
+
+    def say(self, text):
+        with self.lock:
+            os.write(1, (text + "\n").encode())
+
+    def connect(self, conn):
+        self.close()
+        self.conn = conn
+        try:
+            if self.address.startswith("tcp://"):
+                host, port = self.address[6:].rsplit(":", 1)
+                sock = socket.create_connection((host.strip("[]"), int(port)), 10)
+                sock.settimeout(None)
+            else:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(self.address)
+        except (OSError, ValueError):
+            self.say("E " + conn)
+            return
+        self.sock = sock
+        threading.Thread(target=self.read, args=(sock, conn), daemon=True).start()
+        self.say("C " + conn)
+
+    def read(self, sock, conn):
+        stream = sock.makefile("rb")
+        try:
+            for line in stream:
+                e = event(line, conn)
+                if e is not None:
+                    self.say(e)
+        except (OSError, ValueError):
+            pass
+        self.say("E " + conn)
+
+    def send(self, data):
+        if self.sock is None:
+            return  # lost: the agent replays on the next connection
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.close()
+
+    def close(self, graceful=False):
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        try:
+            if graceful:  # the server has all we wrote before we go
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(2)
+                while sock.recv(65536):
+                    pass
+            else:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    def run(self):
+        pending = b""
+        while True:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                break
+            pending += chunk
+            while True:
+                mark = pending.find(b"\x01")  # a command line from the agent
+                if mark < 0:
+                    cut = pending.rfind(b"\n") + 1
+                    data, pending = pending[:cut], pending[cut:]
+                    break
+                end = pending.find(b"\n", mark)
+                if end < 0:
+                    data, pending = pending[:mark], pending[mark:]
+                    break
+                self.send(pending[:mark])
+                words = pending[mark + 1 : end].decode().split()
+                pending = pending[end + 1 :]
+                if words[0] == "connect":
+                    self.connect(words[1])
+                elif words[0] == "close":
+                    self.close()
+            if data:
+                self.send(data)
+        self.send(pending)
+        self.close(graceful=True)
+        return 0
+
+
+def connect(address):
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):  # the agent decides when to go
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    try:
+        keep = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        keep = range(3, 1024)
+    for fd in keep:  # the channels of the agent to the job shell are not ours
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    return Connector(address).run()
+
+
+MODES = {"payload": payload, "text": text, "json": value, "get": get, "connect": connect}
+sys.exit(MODES[sys.argv[1]](*sys.argv[2:]))
+'

@@ -3,9 +3,10 @@
 # public API of extjob.sh. `extjob conformance` runs it and picks the scenario
 # in the payload's data: {"scenario": NAME, ...parameters}.
 # Usage: bash wrappers/shell/fixture_worker.sh  (payload on stdin)
-# The scenarios set JOB_RESULT, which job_run completes the job with.
-# shellcheck disable=SC2034,SC2016,SC2317,SC2119 # JOB_RESULT is read by job_run,
-# $n is jq's, the scenario_* functions are called through job_run.
+# The scenarios set JOB_RESULT, which job_run completes the job with. Its
+# filters are paths and defaults only, so that it runs without jq too.
+# shellcheck disable=SC2034,SC2317,SC2119 # JOB_RESULT is read by job_run,
+# the scenario_* functions are called through job_run.
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=extjob.sh
 source "$(dirname "${BASH_SOURCE[0]}")/extjob.sh"
@@ -18,20 +19,25 @@ scenario_complete() {
 scenario_echo() {
   local text
   # As a JSON string (-j): bash strings cannot hold every character (NUL).
-  text=$(job_data_get '.text // "" | tojson')
+  text=$(job_data_get -j '.text // ""')
   job_log -j info "${text}"
   job_progress -j 50 "${text}"
-  JOB_RESULT=$(job_data_get '.value | tojson')
+  JOB_RESULT=$(job_data_get -j .value)
 }
 
 scenario_fail() {
-  job_fail -j "$(job_data_get '.message // "fixture failure" | tojson')"
+  job_fail -j "$(job_data_get -j '.message // "fixture failure"')"
+}
+
+# Prints MS milliseconds as seconds, for sleep.
+seconds() {
+  printf '%d.%03d\n' $(($1 / 1000)) $(($1 % 1000))
 }
 
 scenario_sleep() {
   local ms
   ms=$(job_data_get '.ms // 1000')
-  sleep "$(job_data_get '(.ms // 1000) / 1000')"
+  sleep "$(seconds "${ms}")"
   JOB_RESULT="{\"slept\": ${ms}}"
 }
 
@@ -60,11 +66,11 @@ scenario_progress() {
 scenario_logs() {
   local count interval i
   count=$(job_data_get '.count // 10')
-  interval=$(job_data_get '(.intervalMs // 0) / 1000')
+  interval=$(job_data_get '.intervalMs // 0')
   for ((i = 1; i <= count; i++)); do
     job_log info "line ${i}" "{\"i\": ${i}}"
-    if [[ ${interval} != 0 && i -lt count ]]; then
-      sleep "${interval}"
+    if ((interval && i < count)); then
+      sleep "$(seconds "${interval}")"
     fi
   done
   JOB_RESULT="{\"count\": ${count}}"
@@ -83,12 +89,12 @@ on_cancel() {
 }
 
 scenario_cancel() {
-  local seconds
-  seconds=$(job_data_get '(.ms // 30000) / 1000')
+  local ms
+  ms=$(job_data_get '.ms // 30000')
   # The sleeper runs before the handler is registered, so that the handler
   # can always stop it. `wait` returns as soon as the cancel trap fires;
   # `sleep` alone would not.
-  sleep "${seconds}" &
+  sleep "$(seconds "${ms}")" &
   sleeper=$!
   job_on_cancel on_cancel
   wait "${sleeper}"
@@ -102,19 +108,21 @@ scenario_checkpoint() {
     JOB_RESULT="{\"resumedFrom\": ${previous}}"
     return 0
   fi
-  job_checkpoint "$(job_data_get '.value // {"step": 1} | tojson')"
+  job_checkpoint "$(job_data_get -j '.value // {"step": 1}')"
   job_fail "checkpoint saved"
 }
 
 scenario_large() {
-  JOB_RESULT=$(job_data_get '(.bytes // 1048576) as $n
-    | if $n > 0 then "x" * $n else "" end | tojson')
+  local bytes text=x
+  bytes=$(job_data_get '.bytes // 1048576')
+  while ((${#text} < bytes)); do text+=${text}; done # doubling: linear time
+  JOB_RESULT="\"${text:0:bytes}\""
 }
 
 main() {
   local scenario
   job_init
-  scenario=$(job_data_get 'if type == "object" then .scenario // "complete" else "complete" end')
+  scenario=$(job_data_get '.scenario // "complete"')
   case ${scenario} in
     crash) exit "$(job_data_get '.code // 3')" ;;
     complete | echo | fail | sleep | progress | logs | levels | cancel | checkpoint | large)

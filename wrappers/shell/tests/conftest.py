@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,12 @@ def run_worker() -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
     def run(script: str | Path, stdin: bytes | dict[str, Any], **kwargs: Any) -> Worker:
+        # EXTJOB_SH_CONNECTOR=socat runs the suite on the connector of a
+        # machine without python3 (the Worker passes no EXTJOB_* on its own).
+        if "EXTJOB_SH_CONNECTOR" in os.environ:
+            kwargs["env"] = {"EXTJOB_SH_CONNECTOR": os.environ["EXTJOB_SH_CONNECTOR"]} | (
+                kwargs.get("env") or {}
+            )
         worker = Worker(script, stdin, **kwargs)
         workers.append(worker)
         return worker
