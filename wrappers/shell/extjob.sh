@@ -1366,7 +1366,7 @@ _extjob_a_disconnect() {
       bash) kill -TERM "${_a_pid}" 2>/dev/null ;; # jq, which holds the socket too
       socat) [[ ${1:-} == graceful ]] || kill -KILL "${_a_pid}" 2>/dev/null ;; # its reader sees EOF
     esac
-    [[ ${_extjob_via} == python3 ]] || wait "${_a_pid}" 2>/dev/null
+    wait "${_a_pid}" 2>/dev/null # written means on the socket (EXIT-3 for v1)
     _a_pid=''
   fi
 }
@@ -1632,9 +1632,9 @@ class Connector:
         if sock is None:
             return
         try:
-            if graceful:  # the server has all we wrote before we go
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(2)
+            if graceful:  # like socat -t 0.05: what the server still says is read,
+                sock.shutdown(socket.SHUT_WR)  # so that closing never resets
+                sock.settimeout(0.05)  # the connection (TCP) before it has ours
                 while sock.recv(65536):
                     pass
             else:

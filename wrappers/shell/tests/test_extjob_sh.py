@@ -219,17 +219,17 @@ def test_wrap_3_hostile_strings_from_the_vectors_round_trip(make_peer, run_worke
     texts = [v.get("message", v.get("error", "")).replace("\0", "") for v in HOSTILE_VECTORS]
     texts += ["".join(chr(c) for c in range(1, 32)) + '\\"\\\\', "é" * 40000]
     peer = make_peer()
-    job = script(
+    job = script(  # the texts come in T0, T1, ... (no jq needed to read them)
         "job_init\n"
-        "n=$(job_data_get length)\n"
-        "for ((i = 0; i < n; i++)); do\n"
-        '  t=$(job_data_get ".[$i] + \\".\\"")\n'
-        '  job_info "${t%.}"\n'
-        '  job_progress 1 "${t%.}"\n'
+        "for ((i = 0; i < N; i++)); do\n"
+        "  name=T$i\n"
+        '  job_info "${!name}"\n'
+        '  job_progress 1 "${!name}"\n'
         "done\n"
-        'job_fail "${t%.}" "${t%.}"'
+        'job_fail "${!name}" "${!name}"'
     )
-    worker = run_worker(job, payload(peer, texts))
+    env = {f"T{i}": text for i, text in enumerate(texts)} | {"N": str(len(texts))}
+    worker = run_worker(job, payload(peer), env=env)
     assert worker.wait(30) == 1
     msgs = check_stream(peer)
     assert [m["message"] for m in msgs if m["type"] == "log"] == texts
@@ -724,7 +724,7 @@ def test_json_string_option_carries_what_bash_cannot_hold(make_peer, run_worker,
     peer = make_peer()
     job = script(
         "job_init\n"
-        "text=$(job_data_get 'tojson')\n"
+        "text=$(job_data_get -j .)\n"
         'job_info -j "$text"\n'
         'job_progress -j 5 "$text"\n'
         'job_info -j "not json" && exit 9\n'
