@@ -185,12 +185,19 @@ def _decode(raw: bytes) -> Any:
 
 
 def start_server(
-    directory: Path, extra_args: tuple[str, ...] = (), *, settings: str = "", jobs: str = ""
+    directory: Path,
+    extra_args: tuple[str, ...] = (),
+    *,
+    settings: str = "",
+    jobs: str = "",
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Server:
     """Start ``extjob serve`` and wait for its "listening" line.
 
     The first start in ``directory`` writes its config: CONFIG, with
     ``settings`` (top-level keys) before it and ``jobs`` (tables) after it.
+    ``preexec_fn`` runs in the server process before it starts (to lower its
+    limits, say).
     """
     config = directory / "extjob.toml"
     if not config.exists():
@@ -213,6 +220,7 @@ def start_server(
             stdout=subprocess.PIPE,
             stderr=log,
             env={**os.environ, "EXTJOB_TOKEN": ""},
+            preexec_fn=preexec_fn,
         )
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)

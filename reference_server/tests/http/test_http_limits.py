@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import resource
-import select
 import shutil
 import socket
 import subprocess
@@ -23,9 +22,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from http_helpers import EXTJOB, START_TIMEOUT, TOKEN, WAIT, wait_for
+from http_helpers import TOKEN, WAIT, Server, start_server, stop_server, wait_for
 
 WORKERS = Path(__file__).resolve().parents[1] / "workers"
 
@@ -71,46 +71,31 @@ def _read_all(sock: socket.socket) -> bytes:
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[object]:
-    servers: list[Limited] = []
+    servers: list[Server] = []
+    socket_dirs: list[str] = []
 
     def start(soft: int, hard: int, http: str = "", jobs: str = "") -> Limited:
         sockets = tempfile.mkdtemp(prefix="xl-")
-        config = tmp_path / "extjob.toml"
-        config.write_text(
+        socket_dirs.append(sockets)
+        (tmp_path / "extjob.toml").write_text(
             f'database = "extjob.db"\nspool_dir = "spool"\nsocket_dir = {json.dumps(sockets)}\n'
             f'poll_interval_ms = 50\n[http]\nport = 0\ntoken = "{TOKEN}"\n{http}\n{jobs}'
         )
-        log = tmp_path / "server.log"
 
         def lower_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
-        with log.open("ab") as err:
-            process = subprocess.Popen(
-                [*EXTJOB, "serve", "--config", str(config)],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                preexec_fn=lower_limit,
-                env={**os.environ, "EXTJOB_TOKEN": ""},
-            )
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
-        line = process.stdout.readline().decode() if ready else ""
-        assert line.startswith("extjob: listening on http://"), log.read_text()
-        host, port = line.split("//")[1].strip().rstrip("/").rsplit(":", 1)
-        server = Limited(process, host, int(port), log, sockets)
+        server = start_server(tmp_path, preexec_fn=lower_limit)
         servers.append(server)
-        return server
+        host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+        assert host is not None and port is not None
+        return Limited(server.process, host, port, tmp_path / "server.log", sockets)
 
     yield start
     for server in servers:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-        shutil.rmtree(server.socket_dir, ignore_errors=True)
+        stop_server(server)
+    for directory in socket_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 QUICK_JOB = """
