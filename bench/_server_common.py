@@ -1,16 +1,21 @@
-"""Shared pieces of the server benchmarks: a throwaway server, process stats."""
+"""Shared pieces of the server benchmarks: a throwaway server (in-process or deployed)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
+from urllib.request import Request, urlopen
 
 from extjob.server import JobServer, ServerConfig
 
@@ -70,3 +75,54 @@ def open_fds() -> int:
 
 def run_async(main: Callable[[], Awaitable[list[str]]]) -> list[str]:
     return asyncio.run(main())
+
+
+class DeployedServer:
+    """A real ``extjob serve`` process (HTTP and SSE on), as a team runs it.
+
+    ``jobs`` maps a job name to its command line. The HTTP token is random;
+    the server's stderr goes to ``work/server.log``.
+    """
+
+    def __init__(self, work: Path, jobs: dict[str, list[str]]) -> None:
+        self.token = secrets.token_hex(16)
+        config = work / "extjob.toml"
+        lines = [
+            'database = "db.sqlite"',
+            'spool_dir = "spool"',
+            f'socket_dir = "{work}/s"',
+            "[http]",
+            "port = 0",
+            f'token = "{self.token}"',
+        ]
+        for name, argv in jobs.items():
+            lines += [
+                f"[jobs.{name}]",
+                f"command = {json.dumps(argv[0])}",
+                f"args = {json.dumps(argv[1:])}",
+                "heartbeat_timeout_ms = 600000",
+            ]
+        config.write_text("\n".join(lines) + "\n")
+        with (work / "server.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "extjob.cli", "serve", "--config", str(config)],
+                stdout=subprocess.PIPE, stderr=log, env={**os.environ, "EXTJOB_TOKEN": ""},
+            )  # fmt: skip
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline().decode()
+        self.url = first.removeprefix("extjob: listening on ").strip().rstrip("/")
+
+    def request(self, method: str, path: str, body: object = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = Request(f"{self.url}{path}", data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        request.add_header("Content-Type", "application/json")
+        with urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def enqueue(self, name: str, data: object) -> str:
+        return str(self.request("POST", "/api/jobs", {"name": name, "data": data})["id"])
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import socket
 import statistics
 import subprocess
@@ -30,7 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.request import Request, urlopen
+
+from _server_common import DeployedServer
 
 PROBE_EVERY = 20
 TICK_S = 0.001  # the load generator writes what is due once per millisecond
@@ -118,12 +117,12 @@ async def _clients(url: str, token: str, count: int) -> None:
 # -- the benchmark ------------------------------------------------------------------------
 
 
-def _measure(url: str, token: str, clients: int, rate: int, seconds: float) -> dict[str, float]:
+def _measure(server: DeployedServer, clients: int, rate: int, seconds: float) -> dict[str, float]:
     processes = min(CLIENT_PROCESSES, clients)
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     readers = [
         subprocess.Popen(
-            [sys.executable, __file__, "--clients", url, token, str(n)],
+            [sys.executable, __file__, "--clients", server.url, server.token, str(n)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -132,11 +131,7 @@ def _measure(url: str, token: str, clients: int, rate: int, seconds: float) -> d
     try:
         for reader in readers:
             assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
-        body = json.dumps({"name": "pacer", "data": {"rate": rate, "seconds": seconds}})
-        request = Request(f"{url}/api/jobs", body.encode(), method="POST")
-        request.add_header("Authorization", f"Bearer {token}")
-        request.add_header("Content-Type", "application/json")
-        job_id = json.load(urlopen(request, timeout=30))["id"]
+        job_id = server.enqueue("pacer", {"rate": rate, "seconds": seconds})
         latencies: list[int] = []
         for reader in readers:
             out, _ = reader.communicate(timeout=seconds + 60)
@@ -144,9 +139,7 @@ def _measure(url: str, token: str, clients: int, rate: int, seconds: float) -> d
     finally:
         for reader in readers:
             reader.kill()
-    request = Request(f"{url}/api/jobs/{job_id}")
-    request.add_header("Authorization", f"Bearer {token}")
-    result = json.load(urlopen(request, timeout=30))["result"]
+    result = server.request("GET", f"/api/jobs/{job_id}")["result"]
     ms = sorted(x / 1e6 for x in latencies)
     return {
         "rate": result["sent"] / result["seconds"],
@@ -159,29 +152,13 @@ def _measure(url: str, token: str, clients: int, rate: int, seconds: float) -> d
 
 def run(smoke: bool) -> list[str]:
     rate, clients, seconds = (500, 5, 1.0) if smoke else (10_000, 100, 5.0)
-    token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="xj-bench-") as work:
-        config = Path(work) / "extjob.toml"
-        config.write_text(
-            f'database = "db.sqlite"\nspool_dir = "spool"\nsocket_dir = "{work}/s"\n'
-            f'[http]\nport = 0\ntoken = "{token}"\n'
-            f"[jobs.pacer]\ncommand = {json.dumps(sys.executable)}\n"
-            f"args = [{json.dumps(__file__)}, '--pacer']\n"
-        )
-        with (Path(work) / "server.log").open("wb") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "extjob.cli", "serve", "--config", str(config)],
-                stdout=subprocess.PIPE, stderr=log, env={**os.environ, "EXTJOB_TOKEN": ""},
-            )  # fmt: skip
+        server = DeployedServer(Path(work), {"pacer": [sys.executable, __file__, "--pacer"]})
         try:
-            assert server.stdout is not None
-            url = server.stdout.readline().decode().removeprefix("extjob: listening on ").strip()
-            url = url.rstrip("/")
-            one = _measure(url, token, 1, rate, seconds)
-            many = _measure(url, token, clients, rate, seconds)
+            one = _measure(server, 1, rate, seconds)
+            many = _measure(server, clients, rate, seconds)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            server.close()
     lines = [f"http_sse_latency: progress message -> SSE client, {rate:,} messages/s target"]
     for m, count in ((one, 1), (many, clients)):
         lines.append(
@@ -191,7 +168,7 @@ def run(smoke: bool) -> list[str]:
     lines.append(f"  fan-out cost: p99 x{many['p99'] / one['p99']:.1f} of one client")
     if not smoke:
         lines.append(
-            f"  target p99 < 5 ms with {clients} clients: {'met' if many['p99'] < 5 else 'NOT met'}"
+            f"  target p99 < 5 ms with {clients} clients: {'met' if many['p99'] < 5 else 'MISSED'}"
         )
     return lines
 

@@ -3,8 +3,9 @@
 One worker sends a steady 10,000 progress messages/s (bursts of 10 every
 millisecond), each carrying its send time on CLOCK_MONOTONIC, which is
 system-wide; an async subscriber of ``job.external.progress`` computes the
-delay on receipt. That covers the socket, decoding, the store commit (events
-follow the durable record, REPLAY-2) and the bus. Target (issue 4): p99 under
+delay on receipt. That covers the socket, decoding and the bus; progress
+events leave at decode, before the store commits them (a log or terminal
+event waits for the commit, REPLAY-2), so no commit is in this figure. Target (issue 4): p99 under
 2 ms.
 
 Run: ``python bench/server_latency.py [--smoke]`` or ``python bench/run.py server_latency``.
