@@ -1,15 +1,22 @@
 """The harness's side of the wire: a small asyncio server that records.
 
-It plays an extjob server just well enough to drive one worker. It listens on
-a Unix socket or on TCP, decodes every line with the protocol core (so no
-schema rule is restated here), answers ``hello`` with ``welcome`` and
-sequenced messages with ``ack``, and lets a case inject faults: drop the
-connections, take the listener away and bring it back at the same address (a
-server restart), withhold acks, stop reading, write any line.
+It plays an extjob server just well enough to drive one worker, and it does
+so with the protocol core's own server side (``extjob.protocol.ServerAttempt``),
+so that no rule is decided here: binding, hello checks, negotiation, which
+seq is new, the welcome, acks and error replies all come from the core. It
+listens on a Unix socket or on TCP, records every line in the transcript, and
+lets a case inject faults through its knobs: drop the connections, take the
+listener away and bring it back at the same address (a server restart),
+withhold acks, delay the welcome, stop reading, write any line.
 
 Its durability model is that of a real server: what it has acknowledged is
-"on disk"; what it received but did not acknowledge is lost by a restart. So
-withholding acks and then restarting makes a correct worker replay.
+"on disk"; what it received but did not acknowledge is lost by a restart
+(the restarted attempt is built from the acknowledged seq, like a server's
+from its store). So withholding acks and then restarting makes a correct
+worker replay.
+
+A new fault is a knob here (an attribute a drive sets) and, if it changes
+what is written, a test in :meth:`FakeServer._may_write`.
 """
 
 from __future__ import annotations
@@ -21,15 +28,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from extjob.protocol import (
-    LineBuffer,
+    Intake,
     Message,
-    OversizedLine,
     Problem,
     RemoteProtocolError,
-    ack,
+    ServerAttempt,
+    ServerConnection,
     decode,
-    encode,
-    welcome,
 )
 
 from .transcript import Transcript
@@ -38,13 +43,16 @@ from .transcript import Transcript
 class Connection:
     """One accepted connection and what the worker negotiated on it."""
 
-    def __init__(self, number: int, writer: asyncio.StreamWriter):
+    def __init__(self, number: int, writer: asyncio.StreamWriter, core: ServerConnection):
         self.number = number
         self.writer = writer
+        self.core = core
         self.hello: Message | None = None
         self.features: tuple[str, ...] = ()
         self.welcomed_at: float | None = None  #: transcript time of our welcome
         self.open = True
+        #: Lines held back while the welcome is delayed (they must follow it).
+        self.held: list[bytes] | None = None
 
 
 class FakeServer:
@@ -54,30 +62,44 @@ class FakeServer:
         self,
         transcript: Transcript,
         job_id: str,
+        token: str,
         *,
         offered: tuple[str, ...],
-        heartbeat_interval_ms: int,
+        heartbeat_timeout_ms: int,
         max_line_bytes: int,
     ):
         self.transcript = transcript
         self.job_id = job_id
+        self.token = token
         self.offered = offered
-        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.max_line_bytes = max_line_bytes
         self.connections: list[Connection] = []
         #: Knobs a case turns to inject faults.
         self.acking = True
         self.ack_terminal = True
         self.welcome_delay_s = 0.0
-        #: REPLAY-5 bookkeeping: highest seq received, highest acknowledged.
-        self.recorded_seq = 0
+        #: The highest seq acknowledged: what survives a restart.
         self.acked_seq = 0
         self.reading = asyncio.Event()
         self.reading.set()
         self.changed = asyncio.Condition()
+        self.attempt = self._attempt(adopted=False)
         self._listener: asyncio.Server | None = None
         self._path: str | None = None
         self._port = 0
+
+    def _attempt(self, *, adopted: bool) -> ServerAttempt:
+        return ServerAttempt(
+            self.job_id,
+            self.token,
+            now=asyncio.get_running_loop().time(),
+            offered=self.offered,
+            heartbeat_timeout_ms=self.heartbeat_timeout_ms,
+            max_line_bytes=self.max_line_bytes,
+            recorded_seq=self.acked_seq,
+            adopted=adopted,
+        )
 
     # -- the listener ------------------------------------------------------
 
@@ -116,7 +138,7 @@ class FakeServer:
 
     async def restart(self) -> None:
         """Listen again at the same address; unacknowledged messages were lost."""
-        self.recorded_seq = self.acked_seq
+        self.attempt = self._attempt(adopted=True)
         if self._path:
             await self.listen_unix(self._path)
         else:
@@ -125,10 +147,14 @@ class FakeServer:
     def drop_connections(self, why: str = "connection dropped by the harness") -> None:
         for conn in self.connections:
             if conn.open:
-                conn.open = False
+                self._closed(conn)
                 conn.writer.close()
                 self.transcript.event(why, conn.number)
         self.reading.set()
+
+    def _closed(self, conn: Connection) -> None:
+        conn.open = False
+        conn.core.connection_lost()
 
     # -- waiting -------------------------------------------------------------
 
@@ -152,25 +178,16 @@ class FakeServer:
         return next((c for c in reversed(self.connections) if c.open), None)
 
     def send(self, conn: Connection, obj: Mapping[str, Any]) -> bool:
-        """Queue one server line; False if the connection is gone."""
+        """Write one server line (only to a peer that sent hello, NEG-3);
+        False if the connection is gone."""
         if not conn.open or conn.writer.is_closing():
             return False
-        line = encode(obj)
-        conn.writer.write(line)
-        self._sent(conn, line)
+        conn.core.send(obj)
+        self._flush(conn)
         return True
 
-    def _sent(self, conn: Connection, line: bytes) -> None:
-        try:
-            message: Message | None = decode(line, "server")
-        except RemoteProtocolError:  # a deliberately unknown type
-            message = None
-        self.transcript.add(
-            "server", conn.number, line.decode(errors="replace").rstrip("\n"), message=message
-        )
-
     async def send_raw(self, conn: Connection, line: bytes, timeout_s: float) -> bool:
-        """Write bytes and wait until the worker has taken them (CTRL-6)."""
+        """Write bytes as they are (a fault) and wait until the worker has taken them."""
         if not conn.open:
             return False
         conn.writer.write(line)
@@ -181,80 +198,103 @@ class FakeServer:
             return False
         return True
 
+    def _flush(self, conn: Connection, terminal: bool = False) -> None:
+        """Write what the core owes the worker, less what a fault withholds."""
+        for line in conn.core.data_to_send().splitlines(keepends=True):
+            message = self._decoded(line)
+            if not self._may_write(message, terminal):
+                continue
+            if message is not None and message.type == "welcome" and self.welcome_delay_s:
+                conn.held = []
+                asyncio.get_running_loop().create_task(self._welcome_later(conn, line))
+            elif conn.held is not None:
+                conn.held.append(line)
+            else:
+                self._write(conn, line, message)
+
+    def _may_write(self, message: Message | None, terminal: bool) -> bool:
+        if message is not None and message.type == "ack":
+            return self.acking and (self.ack_terminal or not terminal)
+        return True
+
+    def _write(self, conn: Connection, line: bytes, message: Message | None) -> None:
+        if not conn.open or conn.writer.is_closing():
+            return
+        conn.writer.write(line)
+        self._sent(conn, line, message)
+        if message is None:
+            return
+        if message.type == "welcome":
+            conn.welcomed_at = self.transcript.now()
+        elif message.type == "ack":
+            self.acked_seq = max(self.acked_seq, message.body["seq"])
+
+    async def _welcome_later(self, conn: Connection, line: bytes) -> None:
+        # A deliberate pause, not a guess at timing: AUTH-2 says the worker
+        # waits for welcome, so nothing it sends may arrive before it.
+        await asyncio.sleep(self.welcome_delay_s)
+        held, conn.held = conn.held or [], None
+        for each in [line, *held]:
+            self._write(conn, each, self._decoded(each))
+        await self.notify()
+
+    def _decoded(self, line: bytes) -> Message | None:
+        try:
+            return decode(line.rstrip(b"\n"), "server")
+        except RemoteProtocolError:  # a deliberately unknown type
+            return None
+
+    def _sent(self, conn: Connection, line: bytes, message: Message | None = None) -> None:
+        self.transcript.add(
+            "server",
+            conn.number,
+            line.decode(errors="replace").rstrip("\n"),
+            message=message if message is not None else self._decoded(line),
+        )
+
     # -- reading -------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(len(self.connections) + 1, writer)
+        core = self.attempt.connect(trace=True)
+        conn = Connection(len(self.connections) + 1, writer, core)
         self.connections.append(conn)
         self.transcript.event("connected", conn.number)
         await self.notify()
-        lines = LineBuffer(self.max_line_bytes)
         try:
             while conn.open:
                 await self.reading.wait()
                 data = await reader.read(65536)
                 if not data:
                     break
-                for line in lines.feed(data):
-                    await self._receive(conn, line)
-            if conn.open and lines.pending:
-                self._invalid(
-                    conn,
-                    f"{lines.pending} bytes",
-                    Problem(
-                        "FRAME-1", None, "the connection ended in the middle of a line (no \\n)"
-                    ),
-                )
+                self._receive(conn, core.receive_data(data, asyncio.get_running_loop().time()))
+                await self.notify()
+            cut = core.close_input()
+            if conn.open and cut is not None:
+                problem = Problem(cut.requirement, None, cut.detail)
+                self.transcript.add("worker", conn.number, cut.detail, problem=problem)
         except (ConnectionError, OSError) as exc:
             self.transcript.event(f"read error: {exc}", conn.number)
         finally:
             if conn.open:
-                conn.open = False
+                self._closed(conn)
                 self.transcript.event("closed by the worker", conn.number)
             writer.close()
             await self.notify()
 
-    def _invalid(self, conn: Connection, text: str, problem: Problem) -> None:
-        self.transcript.add("worker", conn.number, text, problem=problem)
-
-    async def _receive(self, conn: Connection, line: bytes | OversizedLine) -> None:
-        if isinstance(line, OversizedLine):
-            self._invalid(
-                conn,
-                f"<{line.size} bytes>",
-                Problem("LIMIT-1", None, f"line of {line.size} bytes exceeds maxLineBytes"),
-            )
-        elif line.strip():  # FRAME-3: blank lines are ignored
-            text = line.decode("utf-8", errors="replace")
-            try:
-                message = decode(line)
-            except RemoteProtocolError as exc:
-                self._invalid(conn, text, Problem(exc.requirement, exc.field, exc.detail))
+    def _receive(self, conn: Connection, intake: Intake) -> None:
+        for line, message, exc in intake.trace:
+            if isinstance(line, bytes):
+                text = line.decode("utf-8", errors="replace")
             else:
-                self.transcript.add("worker", conn.number, text, message=message)
-                self._respond(conn, message)
-        await self.notify()
-
-    def _respond(self, conn: Connection, message: Message) -> None:
-        if message.type == "hello" and conn.hello is None:
-            conn.hello = message
-            claimed = message.body.get("features") or []
-            conn.features = tuple(f for f in self.offered if f in claimed)
-            asyncio.get_running_loop().create_task(self._welcome(conn))
-        elif message.seq is not None and conn.welcomed_at is not None:
-            self.recorded_seq = max(self.recorded_seq, message.seq)  # REPLAY-5
-            if self.acking and (self.ack_terminal or not message.is_terminal):
-                self.acked_seq = self.recorded_seq
-                self.send(conn, ack(self.job_id, self.acked_seq))
-
-    async def _welcome(self, conn: Connection) -> None:
-        # A deliberate pause, not a guess at timing: AUTH-2 says the worker
-        # waits for welcome, so nothing it sends may arrive before it.
-        if self.welcome_delay_s:
-            await asyncio.sleep(self.welcome_delay_s)
-        reply = welcome(
-            self.job_id, list(conn.features), self.recorded_seq, self.heartbeat_interval_ms
-        )
-        if self.send(conn, reply):
-            conn.welcomed_at = self.transcript.now()
-        await self.notify()
+                text = f"<{line.size} bytes>"
+            problem = None if exc is None else Problem(exc.requirement, exc.field, exc.detail)
+            self.transcript.add("worker", conn.number, text, message=message, problem=problem)
+        if intake.hello is not None:
+            conn.hello = intake.hello
+            conn.features = conn.core.features
+        self.attempt.recorded(intake)  # "on disk" at once; the ack may be withheld
+        self._flush(conn, terminal=intake.terminal is not None)
+        if intake.refused is not None:
+            self.transcript.event(f"refused: {intake.refused}", conn.number)
+            self._closed(conn)
+            conn.writer.close()

@@ -14,34 +14,70 @@ import secrets
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from extjob.protocol import DEFAULT_MAX_LINE_BYTES, PROTOCOL_VERSION, Message, encode
+from extjob.protocol import (
+    DEFAULT_MAX_LINE_BYTES,
+    ENV_TCP_PORT,
+    ENV_VARS,
+    Extensions,
+    Message,
+    build_payload,
+    encode,
+    payload_environment,
+)
 
 from .fakeserver import Connection, FakeServer
-from .model import ERROR, CaseResult, Timing, worst
+from .model import ERROR, CaseResult, Finding, Timing, worst
 from .process import WorkerProcess
 from .transcript import Entry, Transcript
 
-if TYPE_CHECKING:
-    from .cases import Case
-
-#: The environment variables of ENV-1; the harness controls all of them.
-ENV_VARS = (
-    "EXTJOB_JOB_ID", "EXTJOB_JOB_NAME", "EXTJOB_SOCKET_PATH",
-    "DONKEYLABS_JOB_ID", "DONKEYLABS_JOB_NAME", "DONKEYLABS_SOCKET_PATH", "DONKEYLABS_TCP_PORT",
-)  # fmt: skip
 JOB_NAME = "conformance"
+
+
+class CaseSpec(Protocol):
+    """What running a case needs of it (``cases.Case`` is one). A protocol, so
+    that this module need not import the catalogue, which imports it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def feature(self) -> str: ...
+    @property
+    def requirements(self) -> tuple[str, ...]: ...
+    @property
+    def requires(self) -> tuple[str, ...]: ...
+    @property
+    def stdin(self) -> str: ...
+    @property
+    def transport(self) -> str: ...
+    @property
+    def timed(self) -> bool: ...
+    @property
+    def withhold_acks(self) -> bool: ...
+    @property
+    def budget_s(self) -> float: ...
+    @property
+    def reconnect_window_ms(self) -> int: ...
+    @property
+    def payload_extra(self) -> Mapping[str, Any]: ...
+    @property
+    def drive(self) -> Callable[[Run], Awaitable[None]]: ...
+    def data_for(self, timing: Timing) -> Mapping[str, Any]: ...
+    def offer(self, claimed: frozenset[str]) -> tuple[str, ...]: ...
+    def all_checks(self) -> tuple[Callable[[Run], Iterable[Finding]], ...]: ...
 
 
 @dataclass
 class Run:
     """Everything a case's drive and checks can see."""
 
-    case: Case
+    case: CaseSpec
     timing: Timing
     extended: bool  #: the payload offers extensions (else the harness is a v1 server)
     offered: tuple[str, ...]
@@ -102,55 +138,56 @@ class Run:
 
 
 def _payload(run: Run, socket_path: str) -> dict[str, Any]:
-    timing = run.timing
-    payload: dict[str, Any] = {
-        "jobId": run.job_id,
-        "name": JOB_NAME,
-        "data": run.case.data_for(timing),
-        "socketPath": socket_path,
-        "heartbeatIntervalMs": timing.advised_interval_ms,
-        "heartbeatTimeoutMs": timing.heartbeat_timeout_ms,
-        "reconnectWindowMs": run.case.reconnect_window_ms,
-        "x-conformance-case": run.case.id,  # PAY-5: an unknown field to ignore
-    }
+    """The core's payload (PAY-2, PAY-3 when extended), plus what the case adds."""
+    extensions = None
     if run.extended:
-        payload |= {
-            "protocolVersion": PROTOCOL_VERSION,
-            "features": list(run.offered),
-            "maxLineBytes": DEFAULT_MAX_LINE_BYTES,
-            "token": run.token,
-            "attempt": 1,
-            "maxAttempts": 1,
-            "spoolPath": str(run.spool_path),
-        }
+        extensions = Extensions(
+            token=run.token,
+            spool_path=str(run.spool_path),
+            features=run.offered,
+            max_line_bytes=DEFAULT_MAX_LINE_BYTES,
+        )
+    payload = build_payload(
+        run.job_id,
+        JOB_NAME,
+        run.case.data_for(run.timing),
+        socket_path,
+        heartbeat_timeout_ms=run.timing.heartbeat_timeout_ms,
+        reconnect_window_ms=run.case.reconnect_window_ms,
+        extensions=extensions,
+    )
+    payload["x-conformance-case"] = run.case.id  # PAY-5: an unknown field to ignore
     payload |= run.case.payload_extra
     return payload
 
 
-def _environment(run: Run, payload: dict[str, Any], port: int) -> tuple[bytes, dict[str, str]]:
+#: The case's ``stdin`` mode -> the ENV-1 variables the harness sets (ENV-2).
+_ENV_SETS = {
+    "payload": ENV_VARS,
+    "env": ENV_VARS,
+    # PAY-6: a malformed stdin is an error even with the environment set
+    "malformed": (*(v for v in ENV_VARS if v.startswith("EXTJOB_")), ENV_TCP_PORT),
+    "env-donkeylabs": tuple(v for v in ENV_VARS if v.startswith("DONKEYLABS_")),
+    "env-tcp-port": ("EXTJOB_JOB_ID", "EXTJOB_JOB_NAME", ENV_TCP_PORT),
+    "missing": (),
+}
+
+
+def _environment(run: Run, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     """The worker's stdin and environment for the case's ``stdin`` mode (PAY, ENV)."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env |= dict.fromkeys(ENV_VARS, "")
-    tcp = payload["socketPath"].startswith("tcp://")
-    ids = {"JOB_ID": run.job_id, "JOB_NAME": JOB_NAME, "SOCKET_PATH": payload["socketPath"]}
-    mode = run.case.stdin
-    if mode in ("payload", "env", "malformed"):  # PAY-6: no env fallback for bad JSON
-        env |= {f"EXTJOB_{k}": v for k, v in ids.items()}
-    if mode in ("payload", "env", "env-donkeylabs"):
-        env |= {f"DONKEYLABS_{k}": v for k, v in ids.items()}
-    if mode == "env-tcp-port":
-        env |= {"EXTJOB_JOB_ID": run.job_id, "EXTJOB_JOB_NAME": JOB_NAME}
-    if tcp and mode != "missing":
-        env["DONKEYLABS_TCP_PORT"] = str(port)
+    env |= dict.fromkeys(ENV_VARS, "")  # ENV-1: a variable that does not apply is empty
+    chosen = payload_environment(payload)
+    env |= {name: chosen[name] for name in _ENV_SETS[run.case.stdin]}
     stdin = {
         "payload": encode(payload),
         "malformed": b'{"jobId": "' + run.job_id.encode() + b'", "name": \n',
-    }.get(mode, b"")
+    }.get(run.case.stdin, b"")
     return stdin, env
 
 
 async def run_case(
-    case: Case, command: Sequence[str], features: frozenset[str], timing: Timing
+    case: CaseSpec, command: Sequence[str], features: frozenset[str], timing: Timing
 ) -> CaseResult:
     """Run one case against ``command``; harness faults become ERROR, not FAIL."""
     started = time.monotonic()
@@ -162,21 +199,13 @@ async def run_case(
         extended = bool(case.requires)
         offered = tuple(f for f in case.offer(features))
         job_id = f"conf-{secrets.token_hex(4)}"
+        token = secrets.token_urlsafe(24)
         server = FakeServer(
-            transcript, job_id, offered=offered,
-            heartbeat_interval_ms=timing.advised_interval_ms, max_line_bytes=DEFAULT_MAX_LINE_BYTES,
+            transcript, job_id, token, offered=offered,
+            heartbeat_timeout_ms=timing.heartbeat_timeout_ms,
+            max_line_bytes=DEFAULT_MAX_LINE_BYTES,
         )  # fmt: skip
-        run = Run(
-            case,
-            timing,
-            extended,
-            offered,
-            transcript,
-            server,
-            directory,
-            job_id,
-            token=secrets.token_urlsafe(24),
-        )
+        run = Run(case, timing, extended, offered, transcript, server, directory, job_id, token)
         stalls = asyncio.get_running_loop().create_task(transcript.watch_stalls())
         try:
             if case.transport == "tcp":
@@ -184,7 +213,7 @@ async def run_case(
             else:
                 await server.listen_unix(str(directory / "job.sock"))
             run.payload = _payload(run, server.address)
-            stdin, env = _environment(run, run.payload, server.port)
+            stdin, env = _environment(run, run.payload)
             run.spawned_wall_ms = time.time_ns() // 1_000_000
             run.worker = await WorkerProcess.spawn(
                 command, stdin, env, directory, transcript, server.notify

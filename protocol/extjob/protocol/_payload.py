@@ -7,7 +7,7 @@ against ``schema/payload.schema.json``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +36,10 @@ class Extensions:
     """The PAY-3 fields of one attempt, for a server that offers extensions."""
 
     token: str
-    spool_path: str
+    spool_path: str  # the attempt's own (SPOOL-1)
     attempt: int = 1
     max_attempts: int = 1
-    features: Collection[str] = FEATURES
+    features: Sequence[str] = FEATURES  #: offered (NEG-1), unknown names included
     max_line_bytes: int = 16 * 1024 * 1024
 
 
@@ -71,7 +71,7 @@ def build_payload(
     if extensions is not None:
         payload |= {
             "protocolVersion": PROTOCOL_VERSION,
-            "features": [f for f in FEATURES if f in extensions.features],
+            "features": list(extensions.features),
             "maxLineBytes": extensions.max_line_bytes,
             "token": extensions.token,  # only here, never in the environment (ENV-3)
             "attempt": extensions.attempt,

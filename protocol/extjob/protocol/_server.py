@@ -144,6 +144,16 @@ class Silence(NamedTuple):
 CancelStep = Literal["sent", "kill", "none"]
 
 
+def _traced_only(line: bytes | OversizedLine) -> Traced:
+    """A line that is recorded for the harness but not applied."""
+    if isinstance(line, OversizedLine):
+        return Traced(line, None, RemoteProtocolError("line_too_long", "LIMIT-1", "too long"))
+    try:
+        return Traced(line, decode(line), None)
+    except RemoteProtocolError as exc:
+        return Traced(line, None, exc)
+
+
 class ServerAttempt:
     """The server's protocol state for one attempt of one job.
 
@@ -380,8 +390,12 @@ class ServerConnection:
         trace: list[Traced] | None = [] if self._trace else None
         alive = False
         for line in self._buffer.feed(data):
-            if self.binding is _REFUSED:
-                break  # AUTH-4: nothing after a refused line counts
+            if self.binding is _REFUSED:  # AUTH-4: nothing after a refused line counts
+                if trace is None:
+                    break
+                if isinstance(line, OversizedLine) or line.strip():
+                    trace.append(_traced_only(line))
+                continue
             if isinstance(line, OversizedLine):
                 exc = RemoteProtocolError(
                     "line_too_long", "LIMIT-1", f"line of {line.size} bytes discarded"
