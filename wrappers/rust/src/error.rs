@@ -137,17 +137,22 @@ pub(crate) fn error_text(error: &dyn StdError) -> String {
 }
 
 /// The stack of a failed message for `error`: Rust errors carry no stack,
-/// so it is the chain of sources and the error's `Debug` form (which holds a
-/// backtrace for errors that capture one, such as `anyhow`'s).
-pub(crate) fn error_stack(error: &(dyn StdError + 'static)) -> String {
+/// so it is the error's `Debug` form (which holds a backtrace for errors that
+/// capture one, such as `anyhow`'s) and its chain of sources; `None` when
+/// that would only repeat the text (a plain string error).
+pub(crate) fn error_stack(error: &(dyn StdError + 'static)) -> Option<String> {
+    let text = error.to_string();
     let mut stack = format!("{:?}", error);
     let mut source = error.source();
+    if source.is_none() && (stack == text || stack == format!("{text:?}")) {
+        return None;
+    }
     while let Some(e) = source {
         stack.push_str("\ncaused by: ");
         stack.push_str(&e.to_string());
         source = e.source();
     }
-    stack
+    Some(stack)
 }
 
 #[cfg(test)]
@@ -172,9 +177,20 @@ mod tests {
     #[test]
     fn msg_8_stack_names_the_chain_of_sources() {
         let e = Outer(std::io::Error::new(std::io::ErrorKind::Other, "disk full"));
-        let stack = error_stack(&e);
+        let stack = error_stack(&e).unwrap();
         assert!(stack.starts_with("Outer("), "{stack}");
         assert!(stack.ends_with("caused by: disk full"), "{stack}");
+    }
+
+    #[test]
+    fn msg_8_a_plain_string_error_has_no_stack_to_repeat_it() {
+        let plain: Box<dyn StdError> = "cancelled".into();
+        assert_eq!(error_stack(plain.as_ref()), None);
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        assert_eq!(
+            error_stack(&io).as_deref(),
+            Some(r#"Custom { kind: NotFound, error: "gone" }"#)
+        );
     }
 
     #[test]

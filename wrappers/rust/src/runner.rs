@@ -90,7 +90,7 @@ where
                 let error: Box<dyn StdError> = error.into();
                 job.fail_with(
                     &error_text(error.as_ref()),
-                    Some(&error_stack(error.as_ref())),
+                    error_stack(error.as_ref()).as_deref(),
                     !is_permanent(error.as_ref()),
                 )
             }
