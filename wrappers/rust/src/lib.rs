@@ -97,6 +97,8 @@
 //! built with unwinding (the default); with `panic = "abort"` the process
 //! dies at once and the server records the signal (EXIT-1).
 
+#![warn(missing_docs)]
+
 mod cancel;
 mod error;
 mod job;
