@@ -61,9 +61,9 @@
 //! and none is tied in (there is no `tokio` feature because none is needed):
 //! async job code builds its runtime inside the handler and blocks on it,
 //! and awaits the cancel request as [`CancelToken::cancelled`], a future any
-//! executor drives. With tokio:
+//! executor drives. With tokio (not a dependency, so this is not compiled):
 //!
-//! ```ignore
+//! ```text
 //! extjob_worker::run(|job| -> Result<u64, Box<dyn std::error::Error>> {
 //!     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 //!     runtime.block_on(async {
