@@ -102,7 +102,16 @@ def typescript_fixture(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return [str(shutil.which("node")), str(out / "fixture.js")]
 
 
-@pytest.fixture(params=["python", "shell", "go", "rust", "typescript"])
+@pytest.fixture(scope="session")
+def bun_fixture(typescript_fixture: list[str]) -> list[str]:
+    """The same TypeScript fixture on Bun (which `npm ci` in wrappers/typescript installs)."""
+    bun = REPO / "wrappers" / "typescript" / "node_modules" / ".bin" / "bun"
+    if not bun.exists():
+        pytest.skip("bun is missing: `npm ci` in wrappers/typescript")
+    return [str(bun), typescript_fixture[1]]
+
+
+@pytest.fixture(params=["python", "shell", "go", "rust", "typescript", "bun"])
 def fixture_worker(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
     """(command, args) of each language's fixture worker (SPEC section 11)."""
     if request.param == "python":

@@ -27,7 +27,11 @@ SEED = int(os.environ.get("EXTJOB_DRILL_SEED", "20261125"))
 
 
 def write_config(
-    root: Path, go_fixture: list[str], rust_fixture: list[str], typescript_fixture: list[str]
+    root: Path,
+    go_fixture: list[str],
+    rust_fixture: list[str],
+    typescript_fixture: list[str],
+    bun_fixture: list[str],
 ) -> Path:
     python_fixture = REPO / "wrappers" / "python" / "fixture_worker.py"
     config = root / "extjob.toml"
@@ -55,6 +59,11 @@ heartbeat_timeout_ms = 10000
 [jobs.ts]
 command = "{typescript_fixture[0]}"
 args = ["{typescript_fixture[1]}"]
+heartbeat_timeout_ms = 10000
+
+[jobs.bun]
+command = "{bun_fixture[0]}"
+args = ["{bun_fixture[1]}"]
 heartbeat_timeout_ms = 10000
 """
     )
@@ -99,17 +108,17 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
 def test_restart_drill_every_log_line_exactly_once(
-    short_tmp, go_fixture, rust_fixture, typescript_fixture, stop_signal
+    short_tmp, go_fixture, rust_fixture, typescript_fixture, bun_fixture, stop_signal
 ):
     rng = random.Random(SEED + stop_signal)
-    config = write_config(short_tmp, go_fixture, rust_fixture, typescript_fixture)
+    config = write_config(short_tmp, go_fixture, rust_fixture, typescript_fixture, bun_fixture)
     server_log = short_tmp / "server.log"
     server = start_server(config, server_log)
     store = SQLiteStore(str(short_tmp / "jobs.db"))
     servers = [server]
     try:
         data = {"scenario": "logs", "count": LINES, "intervalMs": 40}
-        kinds = ("py", "go", "rust", "ts")
+        kinds = ("py", "go", "rust", "ts", "bun")
         ids = [enqueue(store, kinds[i % len(kinds)], data, i) for i in range(JOBS)]
         for round_ in range(2):
             # Kill while jobs are mid-stream: wait until logs flow, then a random delay.

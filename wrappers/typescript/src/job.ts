@@ -113,6 +113,7 @@ export class Job<T = unknown> {
       else {
         onStarted(message.outcome);
         onSettled(message.outcome);
+        this.thread.unref(); // the attempt is over: the I/O thread no longer keeps the process alive
       }
     });
     this.thread.on("error", (error) => {

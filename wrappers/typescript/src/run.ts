@@ -37,27 +37,40 @@ export async function runJob<T = unknown, R = unknown>(handler: Handler<T, R>, o
     note(error.message);
     return process.exit(2);
   }
-  const job = new Job<T>(payload, options);
+  let job: Job<T> | undefined;
   if (options.handleSigterm ?? true) {
-    // Before started goes out: a server may signal as soon as it sees it.
-    process.on("SIGTERM", () => job.requestCancel("SIGTERM"));
+    // Before started can go out: a server may signal as soon as it sees it.
+    process.on("SIGTERM", () => job?.requestCancel("SIGTERM"));
   }
-  const started = await job.whenStarted();
+  job = new Job<T>(payload, options);
+  const running = job;
+  // WRAP-2: an exception the handler cannot catch (thrown from a timer or a
+  // stray promise) fails the job like one it throws, instead of a bare exit 1.
+  const failUncaught = (error: unknown) => {
+    if (running.finished) {
+      note(`exception after the terminal message: ${String(error)}`);
+      return;
+    }
+    void running.fail(error).then(() => process.exit(running.exitStatus));
+  };
+  process.on("uncaughtException", failUncaught);
+  process.on("unhandledRejection", failUncaught);
+  const started = await running.whenStarted();
   if (started !== "started") {
     note(`cannot connect to ${payload.socketPath} within ${payload.reconnectWindowMs} ms (RECONNECT-6)`);
     return process.exit(1);
   }
   try {
-    const result = await handler(job);
-    if (!job.finished) void job.complete(result);
+    const result = await handler(running);
+    if (!running.finished) void running.complete(result);
   } catch (error) {
-    if (job.finished) note(`exception after the terminal message: ${String(error)}`);
-    else void job.fail(error);
+    if (running.finished) note(`exception after the terminal message: ${String(error)}`);
+    else void running.fail(error);
   }
-  const outcome = await job.whenSettled();
+  const outcome = await running.whenSettled();
   if (outcome === "spooled") note(`the server stayed away for ${payload.reconnectWindowMs} ms; result spooled to ${payload.spoolPath}`);
   if (outcome === "undelivered") note(`the server stayed away for ${payload.reconnectWindowMs} ms; result lost`);
-  return process.exit(job.exitStatus);
+  return process.exit(running.exitStatus);
 }
 
 /** WRAP-5: job code that prints to a closed or broken stdout or stderr must not take the process down. */

@@ -178,3 +178,13 @@ test("CANCEL-3: SIGTERM is a cancel request the job code sees, not a death", asy
   assert.equal((await p.waitType("failed")).error, "cancelled");
   await p.stop();
 });
+
+test("WRAP-2: an exception that escapes the handler (thrown from a timer) fails the job with its stack", async () => {
+  const p = await peer();
+  const w = worker(v1Payload(p, {}), { script: `${TEST_WORKERS}/stray.js` });
+  assert.equal(await w.wait(), 1);
+  const failed = await p.waitType("failed");
+  assert.equal(failed.error, "stray boom");
+  assert.match(failed.stack as string, /Error: stray boom\n\s+at /);
+  await p.stop();
+});

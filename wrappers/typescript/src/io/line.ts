@@ -5,24 +5,53 @@ const CLOSE = 0x7d;
 const NEWLINE = 0x0a;
 
 /**
- * One message line with its newline: the envelope (`type`, `jobId`,
- * `timestamp`, and `seq` when it is not 0), then the fields of `body`, a
- * JSON object's bytes such as `{"percent":50}`.
+ * Lays out message lines: the envelope (`type`, `jobId`, `timestamp`, and
+ * `seq` when it is not 0), then the fields of `body`, a JSON object's bytes
+ * such as `{"percent":50}`, then the newline. The start of the envelope is
+ * the same for every line of a kind, so it is encoded once per kind.
  */
-export function buildLine(kind: string, jobIdJson: string, timestamp: number, seq: number, body: Uint8Array): Buffer {
-  const head = `{"type":"${kind}","jobId":${jobIdJson},"timestamp":${timestamp}${seq ? `,"seq":${seq}` : ""}`;
-  const headBytes = Buffer.byteLength(head);
-  const empty = body.length <= 2; // "{}"
-  const line = Buffer.allocUnsafe(headBytes + (empty ? 2 : body.length + 1));
-  line.write(head, 0, headBytes, "utf8");
-  if (empty) {
-    line[headBytes] = CLOSE;
-  } else {
-    line[headBytes] = COMMA;
-    line.set(body.subarray(1), headBytes + 1); // the fields and their closing brace
+export class Envelope {
+  private readonly prefixes = new Map<string, Buffer>();
+
+  constructor(private readonly jobIdJson: string) {}
+
+  /** The bytes of one line. */
+  size(kind: string, timestamp: number, seq: number, body: Uint8Array): number {
+    const stamp = String(timestamp).length;
+    const sequence = seq ? ',"seq":'.length + String(seq).length : 0;
+    return this.prefix(kind).length + stamp + sequence + (body.length <= 2 ? 2 : body.length + 1);
   }
-  line[line.length - 1] = NEWLINE;
-  return line;
+
+  /** Write one line into `target` at `at`; returns where it ends. */
+  write(target: Buffer, at: number, kind: string, timestamp: number, seq: number, body: Uint8Array): number {
+    const prefix = this.prefix(kind);
+    at += prefix.copy(target, at);
+    at += target.write(seq ? `${timestamp},"seq":${seq}` : String(timestamp), at, "latin1");
+    if (body.length <= 2) {
+      target[at++] = CLOSE; // "{}": no fields
+    } else {
+      target[at++] = COMMA;
+      target.set(body.subarray(1), at); // the fields and their closing brace
+      at += body.length - 1;
+    }
+    target[at++] = NEWLINE;
+    return at;
+  }
+
+  line(kind: string, timestamp: number, seq: number, body: Uint8Array): Buffer {
+    const line = Buffer.allocUnsafe(this.size(kind, timestamp, seq, body));
+    this.write(line, 0, kind, timestamp, seq, body);
+    return line;
+  }
+
+  private prefix(kind: string): Buffer {
+    let prefix = this.prefixes.get(kind);
+    if (prefix === undefined) {
+      prefix = Buffer.from(`{"type":"${kind}","jobId":${this.jobIdJson},"timestamp":`);
+      this.prefixes.set(kind, prefix);
+    }
+    return prefix;
+  }
 }
 
 /**

@@ -8,7 +8,7 @@
 // out an outage is not older than the started that precedes it).
 
 import type { Clock } from "./clock.js";
-import { buildLine } from "./line.js";
+import { Envelope } from "./line.js";
 
 const SEQUENCED = new Set(["started", "progress", "log", "checkpoint", "completed", "failed"]);
 
@@ -50,7 +50,11 @@ export class Outbox {
   /** The terminal message, once the job code has sent it. */
   terminal: Entry | undefined;
 
-  constructor(private readonly options: OutboxOptions) {}
+  private readonly envelope: Envelope;
+
+  constructor(private readonly options: OutboxOptions) {
+    this.envelope = new Envelope(options.jobIdJson);
+  }
 
   /** REPLAY-6: the buffer is full (the job code waits while connected). */
   full(): boolean {
@@ -77,27 +81,36 @@ export class Outbox {
     this.preface = { ...this.make("started", Buffer.from("{}")), counted: false };
   }
 
-  /** Take what is not yet written on this connection, up to about `maxBytes`, as one chunk. */
+  /**
+   * Take what is not yet written on this connection, up to about
+   * `maxBytes`, as one chunk. An unsequenced line is stamped now (TIME-1)
+   * and laid out straight into the chunk.
+   */
   take(maxBytes: number): Batch | undefined {
-    const lines: Buffer[] = [];
     const entries: Entry[] = [];
+    const stamps: number[] = [];
     let size = 0;
-    if (this.preface) {
-      lines.push(this.lineOf(this.preface));
-      entries.push(this.preface);
-      size += lines[0]!.length;
-      this.preface = undefined;
-    }
+    const add = (entry: Entry) => {
+      const stamp = entry.line === undefined ? this.options.clock.stamp() : 0;
+      entries.push(entry);
+      stamps.push(stamp);
+      size += entry.line?.length ?? this.envelope.size(entry.kind, stamp, 0, entry.body);
+    };
+    if (this.preface) add(this.preface);
+    this.preface = undefined;
     while (this.sent < this.entries.length && size < maxBytes) {
       const entry = this.entries[this.sent++]!;
-      if (entry.removed) continue;
-      const line = this.lineOf(entry);
-      lines.push(line);
-      entries.push(entry);
-      size += line.length;
+      if (!entry.removed) add(entry);
     }
     if (entries.length === 0) return undefined;
-    return { chunk: lines.length === 1 ? lines[0]! : Buffer.concat(lines, size), entries };
+    const chunk = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      if (entry.line !== undefined) at += entry.line.copy(chunk, at);
+      else at = this.envelope.write(chunk, at, entry.kind, stamps[i]!, 0, entry.body);
+    }
+    return { chunk, entries };
   }
 
   /** These entries reached the kernel; without acknowledgements that is delivery. */
@@ -148,12 +161,12 @@ export class Outbox {
   private make(kind: string, body: Buffer): Entry {
     const sequenced = this.options.replay && SEQUENCED.has(kind);
     const seq = sequenced ? ++this.seq : 0;
-    const line = sequenced ? buildLine(kind, this.options.jobIdJson, this.options.clock.stamp(), seq, body) : undefined;
+    const line = sequenced ? this.envelope.line(kind, this.options.clock.stamp(), seq, body) : undefined;
     return { kind, body, seq, line, everWritten: false, dropped: false, removed: false, counted: true };
   }
 
   private lineOf(entry: Entry): Buffer {
-    return entry.line ?? buildLine(entry.kind, this.options.jobIdJson, this.options.clock.stamp(), 0, entry.body);
+    return entry.line ?? this.envelope.line(entry.kind, this.options.clock.stamp(), 0, entry.body);
   }
 
   private push(entry: Entry): void {

@@ -9,7 +9,7 @@ import { note } from "../errors.js";
 import type { Feature } from "../features.js";
 import { parseTcp } from "../payload.js";
 import type { Clock } from "./clock.js";
-import { buildLine, LineSplitter } from "./line.js";
+import { Envelope, LineSplitter } from "./line.js";
 import type { Batch, Outbox } from "./outbox.js";
 import { parseServerMessage, type ServerMessage } from "./server-message.js";
 import { writeSpool } from "./spool.js";
@@ -18,6 +18,7 @@ const RECONNECT_FIRST_MS = 100; // RECONNECT-1: 100 ms doubling ...
 const RECONNECT_MAX_MS = 2000; // ... capped at 2000 ms
 const RECONNECT_JITTER = 0.2; // 0-20 % added to each wait
 const CHUNK_BYTES = 256 * 1024; // how much one socket write carries
+const EMPTY = Buffer.from("{}");
 const MAX_SERVER_LINE_BYTES = 16 * 1024 * 1024; // LIMIT-3 asks for 1 MiB; longer lines are skipped
 
 /** How the attempt ended for the I/O thread. */
@@ -53,6 +54,7 @@ export interface SessionEvents {
 }
 
 export class Session {
+  private readonly envelope: Envelope;
   private readonly extended: boolean;
   private readonly replay: boolean;
   private readonly ackWaitMs: number; // REPLAY-3; also bounds a connect and the wait for welcome
@@ -84,6 +86,7 @@ export class Session {
     private readonly clock: Clock,
     private readonly events: SessionEvents,
   ) {
+    this.envelope = new Envelope(config.jobIdJson);
     this.extended = config.features.includes("auth");
     this.replay = config.features.includes("replay");
     this.intervalMs = config.heartbeatIntervalMs;
@@ -210,7 +213,7 @@ export class Session {
       features: this.config.features,
       pid: this.config.pid,
     });
-    return buildLine("hello", this.config.jobIdJson, this.clock.stamp(), 0, Buffer.from(fields));
+    return this.envelope.line("hello", this.clock.stamp(), 0, Buffer.from(fields));
   }
 
   private becomeReady(welcome: Extract<ServerMessage, { type: "welcome" }> | undefined): void {
@@ -285,7 +288,7 @@ export class Session {
     this.timers.heartbeat = undefined;
     if (!this.ready || this.terminalTaken || this.isSettled) return;
     // Never buffered: a heartbeat that cannot be sent is dropped (HB-2).
-    this.socket!.write(buildLine("heartbeat", this.config.jobIdJson, this.clock.stamp(), 0, Buffer.from("{}")));
+    this.socket!.write(this.envelope.line("heartbeat", this.clock.stamp(), 0, EMPTY));
     this.lastHeartbeatMs = performance.now();
     this.scheduleHeartbeat();
   }
