@@ -2,30 +2,14 @@
 
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import { after, test } from "node:test";
-import { checkStream, cleanup, extendedPayload, loadVectors, Peer, tempDir, TEST_WORKERS, TOKEN, waitFor, WorkerProcess } from "./peer.js";
+import { test } from "node:test";
+import { checkStream, extendedPayload, loadVectors, type Peer, TEST_WORKERS, TOKEN, testbed, waitFor, type WorkerProcess } from "./peer.js";
 
-const dirs: string[] = [];
-const workers: WorkerProcess[] = [];
-const peers: Peer[] = [];
-after(async () => {
-  for (const worker of workers) worker.kill();
-  for (const p of peers) await p.stop();
-  for (const dir of dirs) cleanup(dir);
-});
-
-async function peer(): Promise<Peer> {
-  const dir = tempDir();
-  dirs.push(dir);
-  const p = new Peer(dir, { extended: true });
-  peers.push(p);
-  return p.start();
-}
+const bed = testbed();
+const peer = () => bed.peer({ extended: true });
 
 function worker(p: Peer, payload: unknown, script?: string): WorkerProcess {
-  const w = new WorkerProcess(payload, { dir: p.dir, ...(script ? { script: `${TEST_WORKERS}/${script}` } : {}) });
-  workers.push(w);
-  return w;
+  return bed.worker(payload, { dir: p.dir, ...(script ? { script: `${TEST_WORKERS}/${script}` } : {}) });
 }
 
 test("AUTH-2, REPLAY-1: hello with the token and pid first, then every sequenced message numbered in order", async () => {

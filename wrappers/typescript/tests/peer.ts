@@ -5,6 +5,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 
 const HERE = dirname(fileURLToPath(import.meta.url)); // build/tests
@@ -237,4 +238,36 @@ export function checkStream(messages: Record<string, unknown>[]): void {
     if ((m.timestamp as number) < last) throw new Error("STREAM-5: timestamps decrease");
     last = m.timestamp as number;
   }
+}
+
+/**
+ * Peers and workers for one test file; whatever is left of them (a worker
+ * still running, a peer still listening, their directories) goes at its end.
+ */
+export function testbed() {
+  const dirs: string[] = [];
+  const workers: WorkerProcess[] = [];
+  const peers: Peer[] = [];
+  after(async () => {
+    for (const w of workers) w.kill();
+    for (const p of peers) await p.stop();
+    for (const dir of dirs) cleanup(dir);
+  });
+  return {
+    dir(): string {
+      const dir = tempDir();
+      dirs.push(dir);
+      return dir;
+    },
+    peer(options: { tcp?: boolean; extended?: boolean } = {}): Promise<Peer> {
+      const p = new Peer(this.dir(), options);
+      peers.push(p);
+      return p.start();
+    },
+    worker(payload: unknown, options: ConstructorParameters<typeof WorkerProcess>[1] = {}): WorkerProcess {
+      const w = new WorkerProcess(payload, { dir: dirs.at(-1)!, ...options });
+      workers.push(w);
+      return w;
+    },
+  };
 }

@@ -1,31 +1,12 @@
 // A v1 worker against a peer that never writes back (the original server).
 
 import assert from "node:assert/strict";
-import { after, test } from "node:test";
-import { checkStream, cleanup, Peer, tempDir, TEST_WORKERS, v1Payload, waitFor, WorkerProcess } from "./peer.js";
+import { test } from "node:test";
+import { checkStream, TEST_WORKERS, testbed, v1Payload, waitFor } from "./peer.js";
 
-const dirs: string[] = [];
-const workers: WorkerProcess[] = [];
-const peers: Peer[] = [];
-after(async () => {
-  for (const worker of workers) worker.kill();
-  for (const p of peers) await p.stop();
-  for (const dir of dirs) cleanup(dir);
-});
-
-async function peer(options: { tcp?: boolean } = {}): Promise<Peer> {
-  const dir = tempDir();
-  dirs.push(dir);
-  const p = new Peer(dir, options);
-  peers.push(p);
-  return p.start();
-}
-
-function worker(payload: unknown, options: ConstructorParameters<typeof WorkerProcess>[1] = {}): WorkerProcess {
-  const w = new WorkerProcess(payload, { dir: dirs.at(-1)!, ...options });
-  workers.push(w);
-  return w;
-}
+const bed = testbed();
+const peer = (options: { tcp?: boolean } = {}) => bed.peer(options);
+const worker = bed.worker.bind(bed);
 
 for (const tcp of [false, true]) {
   test(`TRANS-1, NEG-3: a v1 worker completes over ${tcp ? "TCP" : "a Unix socket"}: no hello, no seq`, async () => {
@@ -154,8 +135,7 @@ test("PAY-6: a missing or malformed payload exits 2 after one stderr line, and n
 });
 
 test("RECONNECT-6: no server within the reconnect window: exit 1 after one stderr line, the job code never runs", async () => {
-  const dir = tempDir();
-  dirs.push(dir);
+  const dir = bed.dir();
   const w = worker({ jobId: "j_1", name: "n", data: { scenario: "crash", code: 9 }, socketPath: `${dir}/nobody.sock`, reconnectWindowMs: 300 });
   assert.equal(await w.wait(), 1);
   assert.match(w.stderr.toString(), /cannot connect/);
