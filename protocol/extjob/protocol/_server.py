@@ -376,6 +376,11 @@ class ServerConnection:
     def extended(self) -> bool:
         return self.binding is Binding.EXTENDED
 
+    @property
+    def pending(self) -> int:
+        """Bytes of a line received so far without its ``\\n``."""
+        return self._buffer.pending
+
     # -- input ---------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float, backlog: int = 0) -> Intake:

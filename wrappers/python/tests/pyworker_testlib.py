@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from extjob.protocol import ServerAttempt, ServerConnection
+
 WRAPPER_DIR = Path(__file__).resolve().parents[1]
 REPO = WRAPPER_DIR.parents[1]
 VECTORS = REPO / "schema" / "vectors"
@@ -53,10 +55,14 @@ class Received:
 class Peer:
     """The server side of the protocol on a real Unix or TCP socket.
 
-    ``extended`` peers answer ``hello`` with ``welcome`` and acknowledge
-    sequenced messages, recording each ``seq`` once (REPLAY-5); ``ack_if``
-    can withhold acknowledgements. A v1 peer never writes (like the original).
-    The peer can go away (``stop``) and come back at the same address (``start``).
+    What it answers is decided by the protocol core (``ServerAttempt``), like
+    the reference server's: ``extended`` peers answer ``hello`` with
+    ``welcome`` and acknowledge what they recorded, each ``seq`` once
+    (REPLAY-5). A v1 peer never writes (like the original). Faults:
+    ``ack_if`` (a message it refuses is not recorded: the whole read is
+    lost, as by a failed store), ``send_acks`` (recorded, acks lost),
+    ``welcome_delay``, ``cut_partial_at``. The peer can go away (``stop``)
+    and come back at the same address (``start``), keeping what it recorded.
     """
 
     def __init__(self, tmp: Path, *, tcp: bool = False, extended: bool = False) -> None:
@@ -64,7 +70,7 @@ class Peer:
         self.tcp = tcp
         self.path = str(tmp / "job.sock")
         self.port = 0
-        self.heartbeat_interval_ms = 50
+        self.heartbeat_interval_ms = 50  # HB-1: a third of the timeout the core is given
         self.welcome_delay = 0.0  # seconds before the welcome is sent (the peer keeps reading)
         self.welcomed_at: list[float] = []
         self.send_acks = True  # False: record messages but lose the acks
@@ -72,14 +78,22 @@ class Peer:
         self.ack_if: Callable[[dict[str, Any]], bool] = lambda message: True
         self.cond = threading.Condition()
         self.received: list[Received] = []
-        self.recorded: list[dict[str, Any]] = []  # sequenced messages, each seq once
-        self.last_seq = 0
+        self.recorded: list[dict[str, Any]] = []  # what the core let through, each seq once
         self.connections: list[socket.socket] = []
         self.closed: set[int] = set()  # connections that reached end of file
-        self.written: list[tuple[int, dict[str, Any]]] = []
+        self.attempt = self._attempt()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self.start()
+
+    def _attempt(self) -> ServerAttempt:
+        return ServerAttempt(
+            "j_1", TOKEN, now=time.monotonic(), heartbeat_timeout_ms=3 * self.heartbeat_interval_ms
+        )
+
+    @property
+    def last_seq(self) -> int:
+        return self.attempt.recorded_seq
 
     @property
     def address(self) -> str:
@@ -143,7 +157,7 @@ class Peer:
             self.received.clear()
             self.recorded.clear()
             self.welcomed_at.clear()
-            self.last_seq = 0
+            self.attempt = self._attempt()
 
     # ---- what arrived
 
@@ -179,10 +193,11 @@ class Peer:
             with self.cond:
                 self.connections.append(conn)
                 index = len(self.connections) - 1
-            self._spawn(self._serve, conn, index)
+                core = self.attempt.connect(trace=True)
+            self._spawn(self._serve, conn, index, core)
 
-    def _serve(self, conn: socket.socket, index: int) -> None:
-        buffer = b""
+    def _serve(self, conn: socket.socket, index: int, core: ServerConnection) -> None:
+        held: list[bytes] | None = None  # what must follow a delayed welcome
         while True:
             try:
                 data = conn.recv(1 << 16)
@@ -190,56 +205,56 @@ class Peer:
                 data = b""
             if not data:
                 with self.cond:
+                    core.connection_lost()
                     self.closed.add(index)
                     self.cond.notify_all()
                 return
-            buffer += data
-            while b"\n" in buffer:
-                raw, buffer = buffer.split(b"\n", 1)
-                self._on_line(conn, index, raw)
-            if self.cut_partial_at is not None and len(buffer) > self.cut_partial_at:
+            with self.cond:
+                out = self._receive(core, index, data)
+            for line in out:
+                if held is not None:
+                    held.append(line)
+                elif line.startswith(b'{"type":"welcome"') and self.welcome_delay:
+                    held = []
+                    time.sleep(self.welcome_delay)  # this connection's reader waits too
+                    self._welcome(conn, line)
+                    for each in held:
+                        with contextlib.suppress(OSError):
+                            conn.sendall(each)
+                    held = None
+                elif line.startswith(b'{"type":"welcome"'):
+                    self._welcome(conn, line)
+                else:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(line)
+            if self.cut_partial_at is not None and core.pending > self.cut_partial_at:
                 self.cut_partial_at = None
                 self.drop()
 
-    def _on_line(self, conn: socket.socket, index: int, raw: bytes) -> None:
-        line = Received(index, time.monotonic(), raw)
-        replies = []
-        with self.cond:
-            self.received.append(line)
-            message = line.message
-            if self.extended and isinstance(message, dict):
-                if line.type == "hello":
-                    replies.append(
-                        self.server_message(
-                            "welcome",
-                            protocolVersion=1,
-                            features=message.get("features", []),
-                            lastSeq=self.last_seq,
-                            heartbeatIntervalMs=self.heartbeat_interval_ms,
-                        )
-                    )
-                elif isinstance(message.get("seq"), int) and self.ack_if(message):
-                    if message["seq"] > self.last_seq:
-                        self.recorded.append(message)
-                        self.last_seq = message["seq"]
-                    if self.send_acks:
-                        replies.append(self.server_message("ack", seq=self.last_seq))
-            self.cond.notify_all()
-        if line.type == "hello" and replies:
-            timer = threading.Timer(self.welcome_delay, self._welcome, (conn, replies[0]))
-            timer.start()
-            self._threads.append(timer)
-            return
-        for reply in replies:
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+    def _receive(self, core: ServerConnection, index: int, data: bytes) -> list[bytes]:
+        """Feed the core; record; return the lines owed (less the faults')."""
+        intake = core.receive_data(data, time.monotonic())
+        now = time.monotonic()
+        for line, _message, _error in intake.trace:
+            self.received.append(Received(index, now, line if isinstance(line, bytes) else b""))
+        attempt = core.attempt
+        if all(self.ack_if(dict(m.body)) for m in intake.messages):
+            attempt.recorded(intake)
+            self.recorded += [dict(m.body) for m in intake.messages]
+        else:
+            attempt.not_recorded(intake)  # lost, as by a failed store: the worker replays
+        self.cond.notify_all()
+        if not self.extended:
+            core.data_to_send()
+            return []  # a v1 server never writes (NEG-3)
+        lines = core.data_to_send().splitlines(keepends=True)
+        return [raw for raw in lines if self.send_acks or not raw.startswith(b'{"type":"ack"')]
 
-    def _welcome(self, conn: socket.socket, welcome: dict[str, Any]) -> None:
+    def _welcome(self, conn: socket.socket, welcome: bytes) -> None:
         with self.cond:
             self.welcomed_at.append(time.monotonic())
-            welcome["lastSeq"] = self.last_seq
         with contextlib.suppress(OSError):
-            conn.sendall(json.dumps(welcome).encode() + b"\n")
+            conn.sendall(welcome)
 
 
 def v1_payload(peer: Peer, data: Any, **extra: Any) -> dict[str, Any]:
