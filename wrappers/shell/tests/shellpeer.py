@@ -3,7 +3,9 @@
 `Peer` listens on a Unix socket in a temp dir or on TCP 127.0.0.1 (port 0),
 records every line a worker sends, and can answer like an extended server
 (welcome, acks, cancel), stay silent like the original (v1), withhold acks,
-drop connections, go away and come back on the same address.
+drop connections, go away and come back on the same address. What it
+answers is decided by the protocol core's ``ServerAttempt``, as in the
+reference server; the knobs only withhold or replace it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from extjob.protocol import ServerAttempt, ServerConnection
 
 HERE = Path(__file__).resolve().parent
 WRAPPER = HERE.parent / "extjob.sh"
@@ -44,13 +48,14 @@ class Peer:
 
     def __init__(self, address: str, job_id: str = "j_1", ext: bool = True) -> None:
         self.address = address  # a Unix socket path or tcp://127.0.0.1:PORT
-        self.job_id = job_id
+        self._job_id = job_id
+        self._token = TOKEN
         self.ext = ext  # answer hello with welcome and ack sequenced messages
-        self.ack = True
+        self.ack = True  # False: what arrives is neither recorded nor acknowledged
         self.lines: list[Line] = []
-        self.recorded_seq = 0  # highest seq recorded (what welcome's lastSeq says)
         self.hello_reply: dict[str, Any] | None = None  # replaces the welcome
-        self.heartbeat_ms = 10000  # what welcome says
+        self._heartbeat_ms = 10000  # what welcome says
+        self.attempt = self._attempt(0)
         self.reading = threading.Event()  # clear it to stop reading (a slow server)
         self.reading.set()
         self._lock = threading.Condition()
@@ -58,6 +63,58 @@ class Peer:
         self._conn_count = 0
         self._listener: socket.socket | None = None
         self.start()
+
+    def _attempt(self, recorded_seq: int) -> ServerAttempt:
+        return ServerAttempt(
+            self._job_id,
+            self._token,
+            now=time.monotonic(),
+            heartbeat_timeout_ms=3 * self._heartbeat_ms,  # HB-1: the interval is a third
+            recorded_seq=recorded_seq,
+        )
+
+    @property
+    def recorded_seq(self) -> int:
+        """The highest seq recorded: what the welcome's lastSeq says."""
+        return self.attempt.recorded_seq
+
+    @recorded_seq.setter
+    def recorded_seq(self, seq: int) -> None:
+        """As if the server had stored up to ``seq`` (for the next connections)."""
+        with self._lock:
+            self.attempt = self._attempt(seq)
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    @job_id.setter
+    def job_id(self, job_id: str) -> None:
+        """Serve another job (its payload's jobId) from the next connection on."""
+        with self._lock:
+            self._job_id = job_id
+            self.attempt = self._attempt(self.attempt.recorded_seq)
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @token.setter
+    def token(self, token: str) -> None:
+        """Accept another attempt token (its payload's) from the next connection on."""
+        with self._lock:
+            self._token = token
+            self.attempt = self._attempt(self.attempt.recorded_seq)
+
+    @property
+    def heartbeat_ms(self) -> int:
+        return self._heartbeat_ms
+
+    @heartbeat_ms.setter
+    def heartbeat_ms(self, interval: int) -> None:
+        with self._lock:
+            self._heartbeat_ms = interval
+            self.attempt = self._attempt(self.attempt.recorded_seq)
 
     # -- lifecycle
     def start(self) -> None:
@@ -104,10 +161,10 @@ class Peer:
                 self._conn_count += 1
                 self._conns.append(conn)
                 index = self._conn_count
-            threading.Thread(target=self._read, args=(conn, index), daemon=True).start()
+                core = self.attempt.connect(trace=True)
+            threading.Thread(target=self._read, args=(conn, index, core), daemon=True).start()
 
-    def _read(self, conn: socket.socket, index: int) -> None:
-        buf = b""
+    def _read(self, conn: socket.socket, index: int, core: ServerConnection) -> None:
         while True:
             self.reading.wait()
             try:
@@ -115,36 +172,38 @@ class Peer:
             except OSError:
                 chunk = b""
             if not chunk:
-                if buf:
-                    self._record(conn, index, buf)
+                with self._lock:
+                    core.connection_lost()
+                    if core.pending:  # a last line without its newline: kept, for the tests
+                        self.lines.append(Line(index, b"<cut>", time.monotonic()))
+                        self._lock.notify_all()
                 return
-            buf += chunk
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                self._record(conn, index, raw)
+            with self._lock:
+                out = self._receive(core, index, chunk)
+            if out:
+                self.send(out, conn)
 
-    def _record(self, conn: socket.socket, index: int, raw: bytes) -> None:
-        line = Line(index, raw, time.monotonic())
-        with contextlib.suppress(UnicodeDecodeError, ValueError):
-            line.msg = json.loads(raw.decode("utf-8"))
-        msg = line.msg
-        with self._lock:
+    def _receive(self, core: ServerConnection, index: int, chunk: bytes) -> bytes:
+        """Feed the core, record every line; the bytes owed, less the faults'."""
+        intake = core.receive_data(chunk, time.monotonic())
+        now = time.monotonic()
+        for raw, message, _error in intake.trace:
+            line = Line(index, raw if isinstance(raw, bytes) else b"<too long>", now)
+            line.msg = dict(message.body) if message is not None else None
             self.lines.append(line)
-            self._lock.notify_all()
-        if not isinstance(msg, dict) or not self.ext:
-            return
-        if msg.get("type") == "hello":
-            reply = self.hello_reply or {
-                "type": "welcome",
-                "protocolVersion": 1,
-                "features": msg.get("features", []),
-                "lastSeq": self.recorded_seq,
-                "heartbeatIntervalMs": self.heartbeat_ms,
-            }
-            self.send(reply, conn)
-        elif isinstance(msg.get("seq"), int) and self.ack:
-            self.recorded_seq = max(self.recorded_seq, msg["seq"])
-            self.send({"type": "ack", "seq": self.recorded_seq}, conn)
+        self._lock.notify_all()
+        if self.ack:
+            core.attempt.recorded(intake)
+        else:
+            core.attempt.not_recorded(intake)  # as if lost: the worker must replay
+        owed = core.data_to_send()
+        if not self.ext:
+            return b""  # a v1 server never writes (NEG-3)
+        if intake.hello is not None and self.hello_reply is not None:
+            _welcome, _, rest = owed.partition(b"\n")
+            reply = {"jobId": self.job_id, "timestamp": int(time.time() * 1000), **self.hello_reply}
+            owed = json.dumps(reply).encode() + b"\n" + rest
+        return owed
 
     def send(self, msg: dict[str, Any] | bytes, conn: socket.socket | None = None) -> None:
         """Send a server message (a dict gets jobId and timestamp) or raw bytes."""

@@ -153,6 +153,7 @@ def test_payload_vectors(vector, make_peer, run_worker, script):
         # The vector's address, served by our peer (same transport).
         peer = make_peer("tcp" if data["socketPath"].startswith("tcp") else "unix")
         peer.job_id = data.get("jobId", peer.job_id)
+        peer.token = data.get("token", peer.token)
         data = {**data, "socketPath": peer.address}
         data.pop("spoolPath", None)
     else:
