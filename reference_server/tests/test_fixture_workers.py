@@ -88,10 +88,12 @@ async def _has_control(server, job_id):
 
 def test_timeout_1_cancels_with_reason_timeout(run_servers, fixture_worker):
     async def body(start):
-        server = await fixture_server(start, fixture_worker, timeout_ms=700, kill_grace_ms=10_000)
+        # The timeout must come after the hello (without control the server goes
+        # straight to KILL-1): 2 s leaves room for a runtime starting on a busy machine.
+        server = await fixture_server(start, fixture_worker, timeout_ms=2000, kill_grace_ms=10_000)
         job_id = await server.enqueue("fx", {"scenario": "cancel", "ms": 30_000})
         job = await wait_finished(server, job_id)
-        assert (job.status, job.error) == ("failed", "Job timed out after 700 ms")
+        assert (job.status, job.error) == ("failed", "Job timed out after 2000 ms")
         assert server.metrics.killed_count == 0  # the worker obeyed the cancel message
 
     run_servers(body)
