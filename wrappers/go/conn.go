@@ -22,8 +22,10 @@ func (s *session) run() {
 	defer close(s.done)
 	var b backoff
 	down := time.Now()
+	connected := false
 	for {
 		if c, r := s.connect(); c != nil {
+			connected = true
 			b.reset()
 			s.serve(c, r)
 			if s.isSettled() {
@@ -31,12 +33,24 @@ func (s *session) run() {
 			}
 			down = time.Now()
 		}
-		s.markReady() // the job code runs on without the server (RECONNECT-1)
+		wait := b.next()
+		if !connected {
+			// RECONNECT-6: the job code waits for the first connection, for
+			// reconnectWindowMs at most; then the worker gives up unrun.
+			left := time.Until(down.Add(s.window))
+			if left <= 0 {
+				s.markUnreachable()
+				return
+			}
+			wait = min(wait, left)
+		} else {
+			s.markReady() // the job code runs on without the server (RECONNECT-1)
+		}
 		s.mu.Lock()
 		s.down = true
 		s.space.Broadcast() // a blocked enqueue may now drop logs
 		s.mu.Unlock()
-		if !s.pause(b.next(), down) {
+		if !s.pause(wait, down) {
 			s.giveUp()
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -332,5 +333,56 @@ func TestFixtureSurvivesABrokenStderr(t *testing.T) {
 	err = cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 2 {
 		t.Fatalf("exit status %d (%v), want 2", code, err)
+	}
+}
+
+// RECONNECT-6: a worker that cannot make its first connection within
+// reconnectWindowMs exits 1 after one line on standard error, without
+// running the job code (the "echo" scenario would log and complete).
+func TestReconnect6FirstConnectionNeverMadeExitsWithoutRunningTheJob(t *testing.T) {
+	for _, tt := range []struct{ name, socketPath string }{
+		{"unix", filepath.Join(t.TempDir(), "nobody-listens.sock")},
+		{"tcp", "tcp://127.0.0.1:1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			data := map[string]any{"scenario": "echo", "text": "ran"}
+			ext := map[string]any{"reconnectWindowMs": 300}
+			proc := spawnPayload(t, fixturePayload(tt.socketPath, data, ext))
+			if code := proc.wait(t); code != 1 {
+				t.Fatalf("exit status %d, want 1; stderr %q", code, proc.stderr.String())
+			}
+			if lines := strings.Count(proc.stderr.String(), "\n"); lines != 1 {
+				t.Fatalf("stderr has %d lines, want 1: %q", lines, proc.stderr.String())
+			}
+			if !strings.Contains(proc.stderr.String(), "RECONNECT-6") {
+				t.Fatalf("stderr does not name RECONNECT-6: %q", proc.stderr.String())
+			}
+		})
+	}
+}
+
+// RECONNECT-6, with a server that appears within the window: the job runs.
+func TestReconnect6AServerThatComesUpInTimeRunsTheJob(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "late.sock")
+	data := map[string]any{"scenario": "complete"}
+	proc := spawnPayload(t, fixturePayload(path, data, map[string]any{"reconnectWindowMs": 20000}))
+	time.Sleep(300 * time.Millisecond) // the fault itself: nobody listens yet
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conn, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := proc.wait(t); code != 0 || !strings.Contains(string(got), `"completed"`) {
+		t.Fatalf("exit %d, received %q", code, got)
 	}
 }

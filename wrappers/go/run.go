@@ -53,9 +53,13 @@ func run(ctx context.Context, stdin io.Reader, getenv func(string) string, stder
 		}
 	}()
 
-	// started goes out before the job code runs (MSG-3), unless the server
-	// cannot be reached at once: then the job code runs without it.
-	job.s.awaitStarted(ctx)
+	// started goes out before the job code runs (MSG-3). A server that is
+	// never reached in the reconnect window means the job code never runs
+	// (RECONNECT-6); one that goes away later does not stop it (RECONNECT-1).
+	if !job.s.awaitStarted(ctx) {
+		fmt.Fprintf(stderr, "extjob: cannot connect to %s within reconnectWindowMs (%d ms); the job code did not run (RECONNECT-6)\n", p.SocketPath, p.ReconnectWindowMs)
+		return 1
+	}
 	result, err, stack := call(handler, job)
 	switch {
 	case job.outcome() != "":

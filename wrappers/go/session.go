@@ -80,11 +80,13 @@ type session struct {
 	result         error // why the terminal message could not be delivered
 	dropped        int   // logs dropped while disconnected (REPLAY-6)
 
-	ready     chan struct{} // closed once started is written or the first try to connect failed
-	readyOnce sync.Once
-	wake      chan struct{} // something to write, an ack, or the job code ended
-	ended     chan struct{} // closed when the terminal message is queued
-	done      chan struct{} // closed when the terminal message is settled
+	ready chan struct{} // closed once started is written, or a connection failed, or none was ever made
+	// unreachable: no first connection within the reconnect window (RECONNECT-6)
+	unreachable bool
+	readyOnce   sync.Once
+	wake        chan struct{} // something to write, an ack, or the job code ended
+	ended       chan struct{} // closed when the terminal message is queued
+	done        chan struct{} // closed when the terminal message is settled
 }
 
 func newSession(p *Payload, network, address string, onCancel func(*CancelError)) *session {
@@ -126,13 +128,27 @@ func (s *session) start() {
 	go s.run()
 }
 
-// awaitStarted waits until started is written, but no longer than the first
-// try to connect takes.
-func (s *session) awaitStarted(ctx context.Context) {
+// awaitStarted waits until started is written: on the first connection, or
+// once a connection was made and failed. It reports false when the first
+// connection could not be made within reconnectWindowMs (RECONNECT-6): the
+// job code must not run.
+func (s *session) awaitStarted(ctx context.Context) bool {
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.unreachable
+}
+
+// markUnreachable ends a session whose first connection was never made.
+func (s *session) markUnreachable() {
+	s.mu.Lock()
+	s.unreachable = true
+	s.settleLocked(ErrUndelivered)
+	s.mu.Unlock()
+	s.markReady()
 }
 
 // enqueue queues m. While connected (or connecting for the first time), a
