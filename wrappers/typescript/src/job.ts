@@ -4,7 +4,7 @@
 import { inspect } from "node:util";
 import { Worker } from "node:worker_threads";
 import { encodeJson, encodeObject, EncodingError } from "./encode.js";
-import { CancelledError, JobFinishedError, MessageTooLargeError, PermanentError } from "./errors.js";
+import { CancelledError, JobFinishedError, MessageTooLargeError, note, PermanentError } from "./errors.js";
 import { type Feature, negotiate } from "./features.js";
 import type { Outcome } from "./io/session.js";
 import type { ThreadData, ThreadMessage } from "./io/thread.js";
@@ -116,10 +116,11 @@ export class Job<T = unknown> {
         this.thread.unref(); // the attempt is over: the I/O thread no longer keeps the process alive
       }
     });
-    this.thread.on("error", (error) => {
+    this.thread.on("error", (error) => note(`the I/O thread failed: ${inspect(error)}`));
+    // The I/O thread ends only after it settled, or when it failed: then nothing was delivered.
+    this.thread.on("exit", () => {
       onStarted("undelivered");
       onSettled("undelivered");
-      process.emitWarning(`extjob-worker: the I/O thread failed: ${inspect(error)}`);
     });
   }
 

@@ -25,6 +25,8 @@ export const Slot = {
   reasonLength: 5,
   /** 1 while the connection is up (and welcomed, for an extended worker). */
   connected: 6,
+  /** 1 once the I/O thread has failed: nothing will drain the ring any more. */
+  dead: 7,
 } as const;
 const SLOTS = 8;
 const REASON_BYTES = 256;
@@ -138,6 +140,7 @@ export class RingWriter {
     while (done < source.length) {
       let free = this.free();
       while (free === 0) {
+        if (Atomics.load(this.control, Slot.dead) === 1) throw new Error("extjob-worker: the I/O thread has failed");
         const read = Atomics.load(this.control, Slot.read);
         if (this.free() === 0) Atomics.wait(this.control, Slot.read, read, 100);
         free = this.free();
@@ -231,4 +234,10 @@ export function isConnected(buffers: SharedBuffers): boolean {
 
 export function setConnected(control: Int32Array, up: boolean): void {
   Atomics.store(control, Slot.connected, up ? 1 : 0);
+}
+
+/** The I/O thread failed: wake a writer that waits for room, so that it throws instead of waiting forever. */
+export function setDead(control: Int32Array): void {
+  Atomics.store(control, Slot.dead, 1);
+  Atomics.notify(control, Slot.read);
 }

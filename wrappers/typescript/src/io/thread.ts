@@ -4,7 +4,7 @@
 
 import { parentPort, workerData } from "node:worker_threads";
 import { note } from "../errors.js";
-import { CancelFlag, KIND_NAMES, RingReader, type SharedBuffers, setConnected } from "../shared.js";
+import { CancelFlag, KIND_NAMES, RingReader, type SharedBuffers, setConnected, setDead } from "../shared.js";
 import { Clock } from "./clock.js";
 import { Outbox } from "./outbox.js";
 import { Session, type SessionConfig } from "./session.js";
@@ -81,5 +81,12 @@ function main(port: NonNullable<typeof parentPort>, data: ThreadData): void {
 if (parentPort === null) {
   note("the I/O thread was started as a program; it is part of @extjob/worker");
 } else {
-  main(parentPort, workerData as ThreadData);
+  const data = workerData as ThreadData;
+  // A bug here must not leave the job code waiting for room in the ring forever.
+  process.on("uncaughtException", (error) => {
+    setDead(new Int32Array(data.buffers.control));
+    note(`the I/O thread failed: ${error.stack ?? String(error)}`);
+    process.exit(1); // ends this thread; the job's thread hears of it as the Worker's exit
+  });
+  main(parentPort, data);
 }
