@@ -909,7 +909,8 @@ _extjob_cancel_signal() {
 #
 # Inputs: the job shell appends its messages to the file `queue` and wakes
 # the agent with a byte on the FIFO `wake`; each connection's reader appends
-# what the server says to the file `server`. The agent drains both files on
+# what the server says to the file `server` (python3's connector wakes the
+# agent too, without ever blocking on it). The agent drains both files on
 # every turn of its loop, and turns at least every 100 ms: `read -t` on the
 # FIFO is its only way to wait. A reader never blocks on the agent: the
 # agent may be blocked writing to a server that does not read, and that
@@ -1248,7 +1249,7 @@ _extjob_a_connect() {
       if [[ -z ${_a_pid} ]] || ! kill -0 "${_a_pid}" 2>/dev/null; then
         [[ -n ${_a_sock} ]] && exec {_a_sock}>&-
         exec {_a_sock}> >(exec "${_extjob_python}" -I -S -c "${_extjob_py}" connect \
-          "${_extjob_socket}" >>"${_extjob_dir}/server" 2>/dev/null)
+          "${_extjob_socket}" "${_extjob_dir}/wake" >>"${_extjob_dir}/server" 2>/dev/null)
         _a_pid=$!
       fi
       printf '\001connect %s\n' "${_a_conn}" 2>/dev/null 1>&"${_a_sock}" || _extjob_a_lost
@@ -1406,7 +1407,7 @@ _extjob_socat_notices() {
 # ------------------------------------------------- private: python3 helper
 
 # What the wrapper runs with `python3 -I -S -c`: the connector (mode
-# `connect ADDRESS`, see _extjob_a_connect), and what jq does when jq is
+# `connect ADDRESS WAKE`, see _extjob_a_connect), and what jq does when jq is
 # missing (modes payload, text, json KIND, get FILTER AS; see _extjob_tool).
 # Standard library only, Python 3.6+; no single quote in it.
 _extjob_py='
@@ -1580,8 +1581,9 @@ class Connector:
     process for the whole job, one socket at a time, what the server says
     decoded into events for the agent (stdout)."""
 
-    def __init__(self, address):
+    def __init__(self, address, wake):
         self.address = address
+        self.wake = wake  # the FIFO the agent waits on: it looks at once
         self.sock = None
         self.conn = "0"
         self.lock = threading.Lock()
@@ -1589,6 +1591,10 @@ class Connector:
     def say(self, text):
         with self.lock:
             os.write(1, (text + "\n").encode())
+            try:
+                os.write(self.wake, b"\n")
+            except OSError:
+                pass  # full: the agent has enough to wake up for
 
     def connect(self, conn):
         self.close()
@@ -1674,7 +1680,7 @@ class Connector:
         return 0
 
 
-def connect(address):
+def connect(address, wake):
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):  # the agent decides when to go
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     try:
@@ -1687,7 +1693,7 @@ def connect(address):
                 os.close(fd)
             except OSError:
                 pass
-    return Connector(address).run()
+    return Connector(address, os.open(wake, os.O_WRONLY | os.O_NONBLOCK)).run()
 
 
 MODES = {"payload": payload, "text": text, "json": value, "get": get, "connect": connect}
