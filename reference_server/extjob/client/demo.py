@@ -362,19 +362,13 @@ EXAMPLES: tuple[Example, ...] = (
         name="transcode",
         needs=("node", "npm"),
         install="sudo apt-get install nodejs npm",
-        # npm links @extjob/worker from wrappers/typescript; its npm ci brings tsc.
-        build=lambda root, work: (["bash", "-c", _TYPESCRIPT_BUILD], _typescript_example(root)),
+        # @extjob/worker into the example's node_modules, then the example (npm ci brings tsc).
+        build=lambda root, work: (["node", "build.mjs"], _typescript_example(root)),
         job=lambda root, work: {
             "command": shutil.which("node") or "node",
             "args": [str(_typescript_example(root) / "dist" / "transcode.js")],
         },
     ),
-)
-
-
-_TYPESCRIPT_BUILD = (
-    "(cd ../../wrappers/typescript && { test -d node_modules || npm ci; })"
-    " && npm install && npm run build"
 )
 
 

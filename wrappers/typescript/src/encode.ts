@@ -41,21 +41,3 @@ export function encodeObject(value: unknown, what: string): string | undefined {
   }
   return text;
 }
-
-/** Builds the fields after a message's envelope: `{"k":v,"k2":v2}`. */
-export class Fields {
-  private parts: string[] = [];
-
-  raw(key: string, json: string): this {
-    this.parts.push(`"${key}":${json}`); // keys are our own ASCII names
-    return this;
-  }
-
-  string(key: string, value: string): this {
-    return this.raw(key, encodeJson(value));
-  }
-
-  toString(): string {
-    return `{${this.parts.join(",")}}`;
-  }
-}
