@@ -175,7 +175,7 @@ func TestFixtureScenarios(t *testing.T) {
 		{name: "large", data: map[string]any{"scenario": "large", "bytes": len(large)},
 			want: `[{"type":"started"},{"type":"completed","result":"` + large + `"}]`},
 		{name: "cancel", data: map[string]any{"scenario": "cancel"},
-			want: `[{"type":"started"},{"type":"failed","error":"cancelled"}]`, exit: 1},
+			want: `[{"type":"started"},{"type":"log","level":"info","message":"cancel requested"},{"type":"failed","error":"cancelled"}]`, exit: 1},
 		{name: "crash", data: map[string]any{"scenario": "crash", "code": 7}, want: `[{"type":"started"}]`, exit: 7},
 	}
 	for _, tt := range tests {
@@ -260,7 +260,7 @@ func TestFixtureSigtermIsACancel(t *testing.T) {
 	if code := proc.wait(t); code != 1 {
 		t.Fatalf("exit status %d, want 1", code)
 	}
-	assertJSON(t, msgs, `[{"type":"started"},{"type":"failed","error":"cancelled"}]`)
+	assertJSON(t, msgs, `[{"type":"started"},{"type":"log","level":"info","message":"cancel requested"},{"type":"failed","error":"cancelled"}]`)
 }
 
 // A worker killed in the middle of writing a line leaves the server a

@@ -14,7 +14,18 @@ type object map[string]json.RawMessage
 
 var errNotObject = errors.New("not a JSON object")
 
+// decodeObject decodes a server line, which must follow FRAME-2.
 func decodeObject(b []byte) (object, error) {
+	if hasLoneSurrogate(b) {
+		return nil, errInvalidJSON
+	}
+	return decodePayloadObject(b)
+}
+
+// decodePayloadObject also accepts lone surrogate escapes, which the
+// original's JSON.stringify writes for job data that holds one; they decode
+// as U+FFFD (FRAME-2).
+func decodePayloadObject(b []byte) (object, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
 		if !json.Valid(b) {
@@ -22,7 +33,7 @@ func decodeObject(b []byte) (object, error) {
 		}
 		return nil, errNotObject
 	}
-	if !utf8.Valid(b) || hasLoneSurrogate(b) {
+	if !utf8.Valid(b) {
 		return nil, errInvalidJSON
 	}
 	var o object

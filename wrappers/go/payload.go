@@ -79,7 +79,7 @@ func ParsePayload(line []byte, getenv func(string) string) (*Payload, error) {
 	stdinEmpty := len(bytes.TrimSpace(line)) == 0
 	if !stdinEmpty {
 		var err error
-		if o, err = decodeObject(line); err != nil {
+		if o, err = decodePayloadObject(line); err != nil {
 			return nil, payloadError("", "PAY-6", err.Error())
 		}
 	}

@@ -93,3 +93,26 @@ func TestPayloadExtensionsAndDefaults(t *testing.T) {
 		t.Fatalf("negotiated %v", f.names)
 	}
 }
+
+// FRAME-2: the original's JSON.stringify writes a lone surrogate in job data
+// as an escape; the payload is still read (the worker's output replaces it).
+func TestFrame2PayloadWithALoneSurrogateEscapeIsRead(t *testing.T) {
+	p, err := ParsePayload([]byte(`{"jobId":"a","name":"n","data":{"t":"x\ud800y"},"socketPath":"/s"}`), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(p.Data); !strings.Contains(got, `\ud800`) {
+		t.Fatalf("data %s: want the escape kept for the job code to decode", got)
+	}
+	if _, err := decodeObject([]byte(`{"type":"ack","t":"\ud800"}`)); err == nil {
+		t.Fatal("a server line with a lone surrogate must still be refused")
+	}
+}
+
+// NEG-2: spool is applied by seq, so without replay it is not used.
+func TestNeg2SpoolOfferedWithoutReplayIsNotUsed(t *testing.T) {
+	p := &Payload{Features: []string{"auth", "spool", "control"}, Token: "t", SpoolPath: "/s"}
+	if f := negotiate(p); f.spool || strings.Join(f.names, ",") != "auth,control" {
+		t.Fatalf("features %v, spool %v", f.names, f.spool)
+	}
+}

@@ -25,7 +25,7 @@ func negotiate(p *Payload) features {
 		auth:       true,
 		replay:     offered("replay"),
 		control:    offered("control"),
-		spool:      offered("spool") && p.SpoolPath != "",
+		spool:      offered("spool") && offered("replay") && p.SpoolPath != "", // a spool file is applied by seq
 		checkpoint: offered("checkpoint"),
 	}
 	for _, x := range []struct {
@@ -77,8 +77,9 @@ type session struct {
 	terminalSent   bool
 	terminal       *outMsg // the queued terminal message
 	settled        bool
-	result         error // why the terminal message could not be delivered
-	dropped        int   // logs dropped while disconnected (REPLAY-6)
+	result         error   // why the terminal message could not be delivered
+	dropped        int     // logs dropped while disconnected (REPLAY-6)
+	notice         *outMsg // the unsent warn log that counts them
 
 	ready chan struct{} // closed once started is written, or a connection failed, or none was ever made
 	// unreachable: no first connection within the reconnect window (RECONNECT-6)
@@ -221,13 +222,35 @@ func (s *session) removeLocked(i int) {
 
 func (s *session) dropOldestLogLocked() bool {
 	for i, m := range s.buf {
-		if m.kind == kindLog {
+		if m.kind == kindLog && m != s.notice {
 			s.removeLocked(i)
 			s.dropped++
+			s.noteDroppedLocked()
 			return true
 		}
 	}
 	return false
+}
+
+// noteDroppedLocked keeps one warn log that says how many logs were dropped
+// (REPLAY-6): made with the next seq when the first goes, so that it comes
+// before whatever the job sends next (a terminal message included), and
+// replaced by a newer count while it is unsent.
+func (s *session) noteDroppedLocked() {
+	if s.notice != nil && !s.notice.written {
+		if i := slices.Index(s.buf, s.notice); i >= 0 {
+			s.removeLocked(i)
+		}
+	}
+	var f fields
+	f.str("level", string(LevelWarn))
+	f.str("message", fmt.Sprintf("dropped %d log messages while disconnected (REPLAY-6)", s.dropped))
+	f.raw("data", []byte(fmt.Sprintf(`{"dropped":%d}`, s.dropped)))
+	warn := &outMsg{kind: kindLog, body: f.b}
+	if s.sealLocked(warn) == nil {
+		s.appendLocked(warn)
+		s.notice = warn
+	}
 }
 
 // coalesceLocked removes the latest progress not yet written anywhere: m
@@ -308,16 +331,7 @@ func (s *session) resume(w *serverMessage) {
 		again := &outMsg{kind: kindStarted}
 		s.buf = append([]*outMsg{again}, s.buf...)
 	}
-	if s.dropped > 0 {
-		var f fields
-		f.str("level", string(LevelWarn))
-		f.str("message", fmt.Sprintf("dropped %d log messages while disconnected (REPLAY-6)", s.dropped))
-		warn := &outMsg{kind: kindLog, body: f.b}
-		if s.sealLocked(warn) == nil {
-			s.appendLocked(warn)
-		}
-		s.dropped = 0
-	}
+	s.dropped, s.notice = 0, nil // a later outage counts anew
 	s.space.Broadcast()
 }
 

@@ -67,6 +67,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 IMPLEMENTED_FEATURES = ("auth", "replay", "control", "spool", "checkpoint")
+#: NEG-2: a spool file is applied by seq, so spool is usable only with replay.
+_NEEDS = {"spool": ("replay",)}
 LEVELS = ("debug", "info", "warn", "error")
 
 V1_HEARTBEAT_MS = 5000  # HB-2: the interval when the payload names none
@@ -217,7 +219,7 @@ def parse_payload(raw: bytes | str | Mapping[str, Any], environ: Mapping[str, st
         attempt=_optional_int(fields, "attempt", 1) or 1,
         max_attempts=_optional_int(fields, "maxAttempts", 1),
         spool_path=spool_path,
-        has_checkpoint="checkpoint" in fields,
+        has_checkpoint=fields.get("checkpoint") is not None,  # CKPT-2: null is none
         checkpoint=fields.get("checkpoint"),
     )
 
@@ -337,7 +339,8 @@ class _Link:
         self._buffer_bytes = buffer_bytes
         offered = payload.features
         extended = "auth" in offered and payload.token is not None
-        self.features = tuple(f for f in IMPLEMENTED_FEATURES if f in offered) if extended else ()
+        usable = [f for f in IMPLEMENTED_FEATURES if f in offered] if extended else []
+        self.features = tuple(f for f in usable if all(n in usable for n in _NEEDS.get(f, ())))
         self.extended = extended
         self.replay = "replay" in self.features
         self._job_id_json = _encode_json(payload.job_id)

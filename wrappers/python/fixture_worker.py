@@ -63,11 +63,12 @@ def logs(job: Job, params: dict[str, Any]) -> Any:
 def levels(job: Job, params: dict[str, Any]) -> Any:
     for level in LEVELS:
         job.log(level, level, level=level)
-    return {"levels": list(LEVELS)}
+    return None
 
 
 def cancel(job: Job, params: dict[str, Any]) -> Any:
     if job.wait_for_cancel(params.get("ms", 30000) / 1000):
+        job.log("info", "cancel requested")
         raise RuntimeError("cancelled")
     return {"cancelled": False}
 

@@ -204,7 +204,9 @@ job_fail() {
   body+=${retryable}
   _extjob_line_size failed "${body}"
   if ((_extjob_size > _extjob_max_line)); then
-    # Keep the error readable and the line sendable (LIMIT-1).
+    # Keep the error readable and the line sendable (LIMIT-1); a -j error is
+    # a JSON string, cut as text.
+    [[ -z ${json} ]] || error=$(_extjob_tool get . raw <<<"${error}")
     _extjob_quote "${error:0:4096}"
     body="\"error\":${_extjob_q},\"stack\":\"(stack dropped: too large)\"${retryable}"
   fi
@@ -655,7 +657,7 @@ _extjob_tool() {
           then error("payload has a token but no protocolVersion and features") else . end
         | [.jobId // "", .name // "", .socketPath // "",
            (if has("data") then .data else {} end | tojson),
-           (if has("checkpoint") then .checkpoint | tojson else "" end),
+           (if .checkpoint != null then .checkpoint | tojson else "" end),
            (.features // [] | join(" ")), .token // "",
            (.heartbeatIntervalMs // "" | tostring), (.reconnectWindowMs // 60000 | tostring),
            (.maxLineBytes // 16777216 | tostring), .spoolPath // "",
@@ -732,6 +734,8 @@ _extjob_read_payload() {
       esac
     done
   fi
+  # A spool file is applied by seq: spool needs replay (NEG-2).
+  [[ ${_extjob_features} == *' replay '* ]] || _extjob_features=${_extjob_features/ spool / }
 }
 
 # Starts the connection agent and opens the channel to it: messages are
@@ -1480,7 +1484,7 @@ def payload():
 
     fields = [
         p.get("jobId", ""), p.get("name", ""), p.get("socketPath", ""),
-        dump(p.get("data", {})), dump(p["checkpoint"]) if "checkpoint" in p else "",
+        dump(p.get("data", {})), dump(p["checkpoint"]) if p.get("checkpoint") is not None else "",
         " ".join(p.get("features", [])), p.get("token", ""),
         number("heartbeatIntervalMs", ""), number("reconnectWindowMs", "60000"),
         number("maxLineBytes", "16777216"), p.get("spoolPath", ""),

@@ -21,6 +21,18 @@ def on_connection(peer: Peer, index: int) -> list[dict[str, Any]]:
         return [r.message for r in peer.received if r.conn == index]
 
 
+def test_neg_2_spool_offered_without_replay_is_not_used(
+    ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
+) -> None:
+    """NEG-2: spool requires replay; offered alone, hello must not name it."""
+    offered = ["auth", "control", "spool", "checkpoint"]
+    payload = ext_payload(ext_peer, {"scenario": "complete"}, short_tmp, features=offered)
+    assert workers(payload).wait() == 0
+    with ext_peer.cond:
+        hello = ext_peer.received[0].message
+    assert hello["features"] == ["auth", "control", "checkpoint"]
+
+
 def test_hello_then_nothing_before_welcome(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:

@@ -23,7 +23,7 @@ def test_payload_vectors(vector: dict[str, Any]) -> None:
         payload = parse_payload(raw, {})
         assert payload.job_id == vector["data"]["jobId"]
         assert payload.data == vector["data"]["data"]
-        assert payload.has_checkpoint == ("checkpoint" in vector["data"])
+        assert payload.has_checkpoint == (vector["data"].get("checkpoint") is not None)
     elif vector["description"] == "missing data":
         # ENV-2: "Missing data is then {}" -- a worker does not refuse it (the schema does).
         assert parse_payload(raw, {}).data == {}
@@ -51,6 +51,12 @@ def test_env_fallback_prefers_extjob_then_donkeylabs() -> None:
     )
     assert payload.data == {}
     assert payload.features == frozenset()
+
+
+def test_ckpt_2_a_null_checkpoint_is_none() -> None:
+    """CKPT-2, MSG-2: ``checkpoint: null`` means no checkpoint, as if it were absent."""
+    raw = '{"jobId":"j","name":"n","data":{},"socketPath":"/s","checkpoint":null}'
+    assert parse_payload(raw, {}).has_checkpoint is False
 
 
 def test_payload_fields_win_over_environment() -> None:

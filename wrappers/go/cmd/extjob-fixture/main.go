@@ -99,6 +99,9 @@ func play(job *extjob.Job, p params) (any, error) {
 	case "cancel":
 		select {
 		case <-job.Done():
+			if err := job.Log(extjob.LevelInfo, "cancel requested", nil); err != nil {
+				return nil, err
+			}
 			return nil, errors.New("cancelled")
 		case <-time.After(time.Duration(or(p.Ms, 30000)) * time.Millisecond):
 			return map[string]bool{"cancelled": false}, nil
