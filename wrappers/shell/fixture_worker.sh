@@ -85,6 +85,7 @@ scenario_levels() {
 
 on_cancel() {
   kill "${sleeper}" 2>/dev/null
+  job_log info "cancel requested"
   job_fail "cancelled"
 }
 
@@ -98,7 +99,10 @@ scenario_cancel() {
   sleeper=$!
   job_on_cancel on_cancel
   wait "${sleeper}"
-  job_cancel_requested && job_fail "cancelled"
+  if job_cancel_requested; then
+    job_log info "cancel requested"
+    job_fail "cancelled"
+  fi
   JOB_RESULT='{"cancelled": false}'
 }
 

@@ -13,11 +13,12 @@ negotiation (:mod:`.checks`); and what the scenario and the faults require
 :mod:`.report` writes JSON, JUnit or text.
 """
 
+from . import coverage
 from .cases import CASES, Case, select
 from .model import ERROR, FAIL, NON_STRICT, PASS, SKIP, CaseResult, Finding, Timing
 from .runner import run_cases
 
 __all__ = [
     "CASES", "ERROR", "FAIL", "NON_STRICT", "PASS", "SKIP",
-    "Case", "CaseResult", "Finding", "Timing", "run_cases", "select",
+    "Case", "CaseResult", "Finding", "Timing", "coverage", "run_cases", "select",
 ]  # fmt: skip

@@ -12,7 +12,15 @@ import time
 from collections.abc import Iterator
 from itertools import pairwise
 
-from extjob.protocol import Message, StreamChecker
+from extjob.protocol import (
+    DEFAULT_MAX_LINE_BYTES,
+    EXIT_AFTER_TERMINAL_MS,
+    FEATURES,
+    Message,
+    StreamChecker,
+    negotiate,
+    terminal_ack_timeout_ms,
+)
 
 from .model import Finding, fail, nonstrict
 from .run import Run
@@ -22,8 +30,6 @@ Findings = Iterator[Finding]
 
 #: A worker's clock may differ from ours, but not by this much (ms).
 CLOCK_SKEW_MS = 5 * 60 * 1000
-#: EXIT-3: exit within this long after the terminal message (acknowledged).
-EXIT_AFTER_TERMINAL_MS = 1000
 
 
 def lines_valid(run: Run) -> Findings:
@@ -134,9 +140,17 @@ def _hello_fields(run: Run, hello: Message) -> Findings:
             "AUTH-2", "hello pid is not the worker's process id", run.worker.pid, body.get("pid")
         )
     used = body.get("features") or []
-    unknown = [f for f in used if f not in run.offered]
-    if unknown:
-        yield fail("NEG-2", "hello names extensions the payload did not offer", run.offered, used)
+    usable = negotiate(run.offered, FEATURES)
+    wrong = [f for f in used if f not in usable]
+    if wrong:
+        yield fail(
+            "NEG-2",
+            "hello names extensions that are not both offered and usable "
+            "(unknown names are ignored; replay, control, spool, checkpoint need auth; "
+            "spool needs replay)",
+            f"a subset of {usable}",
+            used,
+        )
 
 
 def start_in_time(run: Run) -> Findings:
@@ -144,119 +158,152 @@ def start_in_time(run: Run) -> Findings:
     assert run.worker is not None
     first = next(iter(run.entries()), None)
     limit = run.timing.startup_ms
-    took = ms_between(run, run.worker.spawned_at, first.t) if first is not None else 0
+    until = first.t if first is not None else (run.worker.exited_at or run.transcript.now())
+    took = ms_between(run, run.worker.spawned_at, until)
+    if first is None and run.worker.exited:
+        return  # it gave up or crashed: other checks say why
     if took > limit:
         yield fail(
             "START-1",
-            "the first message came late",
+            "the first message came late" if first is not None else "no first message",
             f"≤ {limit:.0f} ms after spawn",
             f"{took:.0f} ms",
         )
 
 
 def heartbeats(run: Run) -> Findings:
-    """HB-2: a heartbeat at least every interval from started to the terminal message."""
+    """HB-2 over the whole attempt: from started to the terminal message, across
+    connections, a heartbeat at least every interval; the outages the harness
+    caused are excused (a heartbeat without a connection is dropped, HB-2)."""
     if not run.case.timed:
         return
-    interval = run.timing.interval_ms
-    limit = interval + run.timing.tolerance_ms
-    for points, stamps in _heartbeat_segments(run):
-        gaps = [ms_between(run, a, b) for a, b in pairwise(points)]
-        worst_gap = max(gaps, default=0)
-        if worst_gap > limit:
-            at = points[gaps.index(worst_gap)]
-            yield fail(
-                "HB-2",
-                f"no heartbeat for {worst_gap:.0f} ms (from {at:.3f}s)",
-                f"a heartbeat at least every {interval} ms (+{run.timing.tolerance_ms:.0f}"
-                " ms tolerance)",
-                f"{worst_gap:.0f} ms",
-            )
-            return
-        # How often is judged by the worker's own timestamps: receipt times
-        # bunch up whenever the harness reads late.
-        sent = [b - a for a, b in pairwise(stamps)]
-        if len(sent) >= 4 and sum(sent) / len(sent) < interval * 0.45:
-            yield nonstrict(
-                "HB-2",
-                "heartbeats more often than every interval / 2",
-                f"≥ {interval / 2:.0f} ms apart",
-                f"{sum(sent) / len(sent):.0f} ms on average (by their timestamps)",
-            )
-            return
-
-
-def _heartbeat_segments(run: Run) -> Iterator[tuple[list[float], list[int]]]:
-    """Per connection: receipt times (start anchor, heartbeats, end anchor) in
-    seconds, and the heartbeats' own timestamps."""
-    first_started = next(iter(run.entries("started")), None)
-    terminal = run.terminal()
-    if first_started is None:
+    started = next(iter(run.entries("started")), None)
+    if started is None:
         return
-    closed = {e.conn: e.t for e in run.transcript.entries if e.direction == "event" and e.conn}
-    opened = {
-        e.conn: e.t
-        for e in run.transcript.entries
-        if e.direction == "event" and e.text == "connected"
-    }
-    for conn in run.server.connections:
-        if terminal is not None and opened.get(conn.number, 0) > terminal.t:
-            continue  # nothing is owed once the terminal message is out (HB-2)
-        own = [
-            e
-            for e in run.entries()
-            if e.conn == conn.number
-            and e.t >= first_started.t
-            and e.message is not None
-            and e.message.type != "hello"
-        ]
-        if not own:
-            continue
-        end = _end_of(conn.number, own, closed)
-        if end is None:
-            continue
-        beats = [e for e in own if e.message is not None and e.message.type == "heartbeat"]
-        beats = [e for e in beats if e.t < end]
-        yield (
-            [own[0].t, *(e.t for e in beats), end],
-            [e.message.timestamp for e in beats if e.message],
+    end = _attempt_end(run)
+    beats = [e for e in run.entries("heartbeat") if started.t < e.t < end]
+    points = [started.t, *(e.t for e in beats), end]
+    outages = outage_windows(run)
+    interval = run.timing.interval_ms
+    limit = run.timing.upper(interval)
+    gaps = [ms_between(run, a, b) - 1000 * _overlap(outages, a, b) for a, b in pairwise(points)]
+    worst_gap = max(gaps, default=0.0)
+    if worst_gap > limit:
+        at = points[gaps.index(worst_gap)]
+        waived = f"; {run.timing.waivers[0]}" if run.timing.waivers else ""
+        yield fail(
+            "HB-2",
+            f"no heartbeat for {worst_gap:.0f} ms (from {at:.3f}s; over all connections"
+            " of the attempt, outages the harness caused left out)",
+            f"a heartbeat at least every {run.timing.explain(interval)}{waived}",
+            f"{worst_gap:.0f} ms",
+        )
+        return
+    # How often is judged by the worker's own timestamps: receipt times
+    # bunch up whenever the harness reads late.
+    stamps = [e.message.timestamp for e in beats if e.message is not None]
+    sent = [b - a for a, b in pairwise(stamps)]
+    if len(sent) >= 4 and sum(sent) / len(sent) < interval * 0.45:
+        yield nonstrict(
+            "HB-2",
+            "heartbeats more often than every interval / 2",
+            f"≥ {interval / 2:.0f} ms apart",
+            f"{sum(sent) / len(sent):.0f} ms on average (by their timestamps)",
         )
 
 
-def _end_of(conn: int, own: list[Entry], closed: dict[int, float]) -> float | None:
-    terminal = next((e for e in own if e.message is not None and e.message.is_terminal), None)
-    return terminal.t if terminal is not None else closed.get(conn)
+def _attempt_end(run: Run) -> float:
+    """Until when heartbeats are owed: the terminal message, else the exit (or now)."""
+    assert run.worker is not None
+    terminal = run.terminal()
+    if terminal is not None:
+        return terminal.t
+    return run.worker.exited_at if run.worker.exited_at is not None else run.transcript.now()
+
+
+def outage_windows(run: Run) -> list[tuple[float, float]]:
+    """From each fault the harness injected until the worker was up again (a new
+    connection welcomed, or for v1 opened)."""
+    windows = []
+    for at in run.notes.get("faults", []):
+        up = [
+            (c.welcomed_at if run.extended else opened_at(run, c.number))
+            for c in run.server.connections
+            if opened_at(run, c.number) >= at
+        ]
+        back = min((t for t in up if t is not None), default=run.transcript.now())
+        windows.append((at, back))
+    return windows
+
+
+def _overlap(windows: list[tuple[float, float]], start: float, end: float) -> float:
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in windows)
+
+
+def opened_at(run: Run, conn: int) -> float:
+    """When connection ``conn`` was accepted."""
+    return next(
+        e.t
+        for e in run.transcript.entries
+        if e.conn == conn and e.direction == "event" and e.text == "connected"
+    )
 
 
 def exit_after_terminal(run: Run) -> Findings:
-    """EXIT-2 / EXIT-3: the right status, soon after the terminal message."""
+    """EXIT-2 / EXIT-3: the right status, soon after the terminal message was
+    acknowledged; REPLAY-3 when it never was."""
     assert run.worker is not None
     terminal = run.terminal()
     if terminal is None or terminal.message is None:
         return
+    acked = _acknowledged_at(run, terminal)
+    sequenced = terminal.message.seq is not None
+    bound = run.timing.explain(EXIT_AFTER_TERMINAL_MS)
     if not run.worker.exited or run.worker.exited_at is None:
-        yield fail(
-            "EXIT-3",
-            "the worker did not exit after its terminal message",
-            f"exit ≤ {EXIT_AFTER_TERMINAL_MS} ms after it",
-            "still running",
-        )
+        if sequenced and acked is None:
+            yield fail(
+                "REPLAY-3",
+                "the terminal message was never acknowledged, and the worker neither treated "
+                "the connection as failed (to replay it) nor gave up",
+                f"a new connection within {run.timing.explain(_ack_wait(run))}",
+                "still running, on the same connection",
+            )
+        else:
+            yield fail(
+                "EXIT-3",
+                "the worker did not exit after its terminal message"
+                + (" was acknowledged" if sequenced else ""),
+                f"exit within {bound}",
+                "still running",
+            )
         return
     code = run.worker.returncode
     if terminal.message.type == "completed" and code != 0:
         yield fail("EXIT-2", "non-zero exit status after completed", 0, code)
     if terminal.message.type == "failed" and code == 0:
         yield fail("EXIT-2", "exit status 0 after failed", "non-zero (1)", code)
-    since = _acknowledged_at(run, terminal)
+    if sequenced and acked is None and not run.notes.get("gone_for_good"):
+        yield fail(
+            "REPLAY-3",
+            "the worker exited before its terminal message was acknowledged",
+            "keep it (and the process) until an ack or a covering welcome",
+            f"exit {ms_between(run, terminal.t, run.worker.exited_at):.0f} ms after it, no ack",
+        )
+        return
+    since = terminal.t if acked is None else acked
     late = ms_between(run, since, run.worker.exited_at)
-    if late > EXIT_AFTER_TERMINAL_MS + run.timing.tolerance_ms:
+    if late > run.timing.upper(EXIT_AFTER_TERMINAL_MS):
         yield fail(
             "EXIT-3",
-            "the worker lingered after its terminal message",
-            f"exit ≤ {EXIT_AFTER_TERMINAL_MS} ms after it (+{run.timing.tolerance_ms:.0f}"
-            " ms tolerance)",
+            "the worker lingered after its terminal message"
+            + (" was acknowledged" if sequenced else ""),
+            f"exit within {bound}",
             f"{late:.0f} ms",
         )
+
+
+def _ack_wait(run: Run) -> int:
+    return terminal_ack_timeout_ms(run.timing.advised_interval_ms)
 
 
 def ms_between(run: Run, start: float, end: float) -> float:
@@ -264,8 +311,9 @@ def ms_between(run: Run, start: float, end: float) -> float:
     return (end - start - run.transcript.stalled(start, end)) * 1000
 
 
-def _acknowledged_at(run: Run, terminal: Entry) -> float:
-    """When the terminal message was acknowledged (REPLAY-3); its receipt for v1."""
+def _acknowledged_at(run: Run, terminal: Entry) -> float | None:
+    """When the terminal message was acknowledged (REPLAY-3); its receipt for v1;
+    None if it never was."""
     assert terminal.message is not None
     seq = terminal.message.seq
     if seq is None:
@@ -278,7 +326,22 @@ def _acknowledged_at(run: Run, terminal: Entry) -> float:
             return e.t
         if body["type"] == "welcome" and body["lastSeq"] >= seq:  # covered on a reconnect
             return e.t
-    return terminal.t
+    return None
+
+
+def line_sizes(run: Run) -> Findings:
+    """LIMIT-1: no line longer than the payload's maxLineBytes."""
+    limit = run.payload.get("maxLineBytes", DEFAULT_MAX_LINE_BYTES)
+    for entry in run.transcript.worker_lines():
+        size = entry.size
+        if size > limit:
+            yield fail(
+                "LIMIT-1",
+                f"a line of {size} bytes at {entry.t:.3f}s, longer than maxLineBytes",
+                f"≤ {limit} bytes (a message too large fails locally)",
+                f"{size} bytes",
+            )
+            return
 
 
 #: Run on every case that connects.
@@ -292,4 +355,5 @@ COMMON = (
     start_in_time,
     heartbeats,
     exit_after_terminal,
+    line_sizes,
 )

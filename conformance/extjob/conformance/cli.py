@@ -11,6 +11,7 @@ from typing import Any
 
 from extjob.protocol import FEATURES
 
+from . import coverage
 from .cases import select
 from .model import CaseResult, Timing
 from .report import FORMATS, passed
@@ -71,6 +72,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument(
+        "--coverage",
+        action="store_true",
+        help="print which case tests each SPEC requirement (or why none does) and exit",
+    )
+    parser.add_argument(
         "fixture",
         nargs=argparse.REMAINDER,
         metavar="-- COMMAND ARGS",
@@ -93,6 +99,9 @@ def _features(text: str) -> frozenset[str]:
 def run(args: argparse.Namespace) -> int:
     command = args.fixture[1:] if args.fixture[:1] == ["--"] else args.fixture
     cases = select(args.only)
+    if args.coverage:
+        sys.stdout.write(coverage.to_markdown(coverage.table()))
+        return 0
     if args.list:
         for case in cases:
             print(f"{case.id:<38} {case.feature:<11} {','.join(case.requirements)}")
@@ -126,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         "features": sorted(args.features, key=LEVELS.index),
         "timeFactor": timing.factor,
         "heartbeatIntervalMs": timing.interval_ms,
+        "waivers": timing.waivers,
     }
     report = FORMATS[args.format](results, meta)
     try:

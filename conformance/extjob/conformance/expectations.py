@@ -8,17 +8,21 @@ reconnect, a replay, a spool file, a checkpoint.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
-from itertools import pairwise
+from itertools import islice, pairwise
 from typing import Any
 
-from extjob.protocol import decode, terminal_ack_timeout_ms
+from extjob.protocol import decode, reconnect_delays_ms, terminal_ack_timeout_ms
 
 from . import checks
 from .drives import cancel_deadline_ms
-from .model import Finding, fail, nonstrict
+from .model import Finding, NotInjected, fail, nonstrict
 from .run import Run
+
+#: RECONNECT-1: the longest wait between two tries, before jitter.
+MAX_WAIT_MS = max(islice(reconnect_delays_ms(), 10))
 
 Check = Callable[[Run], Iterator[Finding]]
 
@@ -175,29 +179,42 @@ def crashed(code: int) -> Check:
 
 
 def reconnected(run: Run) -> Iterator[Finding]:
-    """RECONNECT-1: a new connection soon after the fault; LIFE-3 / REPLAY-4 on it."""
+    """RECONNECT-1: a new connection soon after the fault; RECONNECT-2: alive
+    meanwhile; LIFE-3 on it (v1)."""
+    assert run.worker is not None
+    if run.notes.get("not_injected"):
+        raise NotInjected(run.notes["not_injected"])
     since = run.notes.get("back_at", run.notes.get("dropped_at"))
     if since is None:
-        yield fail(
-            run.case.requirements[0],
-            "the fault could not be injected: no started on a connection",
-            "started",
-            "nothing",
-        )
-        return
-    later = [c for c in run.server.connections if _opened_at(run, c.number) >= since]
+        return  # no started: the common checks say why (LIFE-1, START-1)
+    later = [c for c in run.server.connections if checks.opened_at(run, c.number) >= since]
     # Whatever the outage, the next try comes within one wait: at most 2000 ms
     # plus 20 % jitter (RECONNECT-1).
-    limit = 2000 * 1.2 + run.timing.tolerance_ms
+    bound = MAX_WAIT_MS * 1.2
     if not later:
+        exited = run.worker.exited_at
+        if exited is not None and run.terminal() is None:
+            yield fail(
+                "RECONNECT-2",
+                "the worker died after its connection failed",
+                "the job code keeps running; reconnect",
+                f"exit {_how(run)} {checks.ms_between(run, since, exited):.0f} ms after the fault",
+            )
+            return
         yield fail(
-            "RECONNECT-1", "the worker never reconnected", f"≤ {limit:.0f} ms", "no new connection"
+            "RECONNECT-1",
+            "the worker never reconnected",
+            f"a new connection within {run.timing.explain(bound)}",
+            "no new connection",
         )
         return
-    delay = checks.ms_between(run, since, _opened_at(run, later[0].number))
-    if delay > limit:
+    delay = checks.ms_between(run, since, checks.opened_at(run, later[0].number))
+    if delay > run.timing.upper(bound):
         yield fail(
-            "RECONNECT-1", "the worker reconnected late", f"≤ {limit:.0f} ms", f"{delay:.0f} ms"
+            "RECONNECT-1",
+            "the worker reconnected late",
+            f"within {run.timing.explain(bound)}",
+            f"{delay:.0f} ms",
         )
     lines = [e for e in run.entries() if e.conn == later[0].number]
     first = lines[0].message if lines else None
@@ -210,12 +227,46 @@ def reconnected(run: Run) -> Iterator[Finding]:
         )
 
 
-def _opened_at(run: Run, conn: int) -> float:
-    return next(
-        e.t
-        for e in run.transcript.entries
-        if e.conn == conn and e.direction == "event" and e.text == "connected"
-    )
+def _how(run: Run) -> str:
+    assert run.worker is not None and run.worker.returncode is not None
+    code = run.worker.returncode
+    return f"by signal {-code}" if code < 0 else f"with status {code}"
+
+
+def backed_off(run: Run) -> Iterator[Finding]:
+    """RECONNECT-1: retries 100, 200, 400, ... ms apart while the harness hangs up."""
+    hung_up = run.notes.get("hang_up")
+    if hung_up is None:
+        return
+    start, stop = hung_up
+    tries = [
+        checks.opened_at(run, c.number)
+        for c in run.server.connections
+        if start < checks.opened_at(run, c.number) <= stop
+    ]
+    previous = start
+    for n, (at, nominal) in enumerate(zip(tries, reconnect_delays_ms(), strict=False), 1):
+        waited = checks.ms_between(run, previous, at)
+        low, high = run.timing.lower(nominal), run.timing.upper(nominal * 1.2)
+        if not low <= waited <= high:
+            yield fail(
+                "RECONNECT-1",
+                f"wait #{n} before reconnecting was {waited:.0f} ms",
+                f"{nominal} ms (+0–20 % jitter): between {low:.0f} and {high:.0f} ms "
+                "(100 ms, then doubling, at most 2000 ms)",
+                f"{waited:.0f} ms; all tries at "
+                + ", ".join(f"{checks.ms_between(run, start, t):.0f}" for t in tries)
+                + " ms",
+            )
+            return
+        previous = at
+    if len(tries) < 3:
+        yield fail(
+            "RECONNECT-1",
+            "too few retries while the harness hung up",
+            "a try after 100, 200, 400, 800 ms",
+            f"{len(tries)} tries in {checks.ms_between(run, start, stop):.0f} ms",
+        )
 
 
 def replayed(run: Run) -> Iterator[Finding]:
@@ -288,22 +339,31 @@ def every_sequenced_has_seq(run: Run) -> Iterator[Finding]:
 
 
 def terminal_resent(run: Run) -> Iterator[Finding]:
-    """REPLAY-3: without an ack for the terminal message, the connection is failed."""
+    """REPLAY-3: without an ack for the terminal message, the connection is
+    failed after max(2000, heartbeatIntervalMs), not much earlier or later."""
     at = run.notes.get("terminal_at")
     if at is None:
         return
     wait = terminal_ack_timeout_ms(run.timing.advised_interval_ms)
-    later = [c for c in run.server.connections if _opened_at(run, c.number) > at]
+    later = [c for c in run.server.connections if checks.opened_at(run, c.number) > at]
     if not later:
         yield fail(
             "REPLAY-3",
             "no new connection after the terminal ack was withheld",
-            f"a reconnect about {wait} ms later, then a replay or a covering welcome",
+            f"a reconnect within {run.timing.explain(wait)}, then a replay or a covering welcome",
             f"{len(run.server.connections)} connection(s)",
         )
         return
-    delay = (_opened_at(run, later[0].number) - at) * 1000
-    if delay < wait - run.timing.tolerance_ms:
+    delay = checks.ms_between(run, at, checks.opened_at(run, later[0].number))
+    # The reconnect itself waits up to 100 ms (+20 %) after the failure.
+    if delay > run.timing.upper(wait + 120):
+        yield fail(
+            "REPLAY-3",
+            "waited too long for the terminal ack before treating the connection as failed",
+            f"within {run.timing.explain(wait + 120)}",
+            f"{delay:.0f} ms",
+        )
+    elif delay < run.timing.lower(wait):
         yield nonstrict(
             "REPLAY-3",
             "gave up on the ack earlier than max(2000, interval)",
@@ -339,7 +399,7 @@ def drained(run: Run) -> Iterator[Finding]:
 
 
 def spooled(run: Run) -> Iterator[Finding]:
-    """SPOOL-2: hello, then the unacknowledged sequenced messages, in a 0600 file."""
+    """SPOOL-2: hello, then every unacknowledged sequenced message, in a 0600 file."""
     assert run.worker is not None
     if not run.worker.exited:
         yield fail(
@@ -366,28 +426,68 @@ def spooled(run: Run) -> Iterator[Finding]:
     except Exception as exc:
         yield fail("SPOOL-2", f"an invalid line in the spool file: {exc}")
         return
-    if not messages or messages[0].type != "hello" or messages[0].body.get("token") != run.token:
+    if not messages or messages[0].type != "hello":
         yield fail(
             "SPOOL-2",
-            "the spool file does not begin with hello carrying the token",
+            "the spool file does not begin with hello",
             "hello",
             messages[0].body if messages else "empty file",
         )
-    seqs = [m.seq or 0 for m in messages[1:]]
+        return
+    yield from _spooled_hello(run, messages[0])
+    yield from _spooled_messages(run, messages[1:])
+
+
+def _spooled_hello(run: Run, hello: Any) -> Iterator[Finding]:
+    """As on a connection (AUTH-2): the token, the worker's pid, the features it used."""
+    assert run.worker is not None
+    used = next((c.hello.body.get("features") for c in run.server.connections if c.hello), None)
+    want = {"token": run.token, "pid": run.worker.pid, "features": used}
+    got = {k: hello.body.get(k) for k in want}
+    if got != want:
+        yield fail("SPOOL-2", "the spool file's hello is not the connections' hello", want, got)
+
+
+def _spooled_messages(run: Run, spooled: list[Any]) -> Iterator[Finding]:
     acked = run.server.acked_seq
-    if any(s <= acked for s in seqs) or seqs != sorted(seqs):
+    seqs = [m.seq for m in spooled]
+    if any(s is None or s <= acked for s in seqs) or seqs != sorted(set(seqs)):
         yield fail(
             "SPOOL-2",
-            "spooled messages must be the unacknowledged ones, in seq order",
+            "spooled messages must be the unacknowledged ones, in seq order, once each",
             f"seq > {acked}, increasing",
             seqs,
         )
-    if not messages or not messages[-1].is_terminal:
+        return
+    sent = {m.seq: dict(m.body) for m in run.messages() if m.seq is not None and m.seq > acked}
+    kept = {m.seq: dict(m.body) for m in spooled}
+    lost = sorted(s for s in sent if kept.get(s) != sent[s])
+    if lost:
+        yield fail(
+            "SPOOL-2",
+            "messages the server received but never acknowledged are missing or changed",
+            "every unacknowledged message, exactly as sent",
+            [sent[s] for s in lost[:3]],
+        )
+    delivered = [m for m in run.messages("log") if m.seq is not None and m.seq <= acked]
+    logs = [(m.body.get("message"), m.body.get("data")) for m in delivered] + [
+        (m.body.get("message"), m.body.get("data")) for m in spooled if m.type == "log"
+    ]
+    count = run.case.data_for(run.timing).get("count", 0)
+    want = [(f"line {i}", {"i": i}) for i in range(1, count + 1)]
+    if logs != want:
+        yield fail(
+            "SPOOL-2",
+            "acknowledged and spooled logs together are not the job's logs",
+            want,
+            logs,
+        )
+    if not spooled or not spooled[-1].is_terminal:
         yield fail(
             "SPOOL-2",
             "the terminal message is not in the spool file",
             "completed last",
-            [m.type for m in messages],
+            [m.type for m in spooled],
         )
 
 
@@ -404,3 +504,231 @@ def checkpoint_saved(run: Run) -> Iterator[Finding]:
     failed = run.messages("failed")
     if failed and failed[0].body.get("retryable") is False:
         yield fail("CKPT-4", "the checkpoint scenario's failure is retryable", True, False)
+
+
+def gave_up(requirement: str, job_code_exit: int) -> Check:
+    """RECONNECT-6 (and AUTH-4's "ends per RECONNECT-3"): a worker that never had
+    a connection up exits 1 after one stderr line once the window passed,
+    without running the job code (whose ``crash`` would exit ``job_code_exit``)."""
+
+    def check(run: Run) -> Iterator[Finding]:
+        assert run.worker is not None
+        window = run.case.reconnect_window_ms
+        if not run.worker.exited or run.worker.exited_at is None:
+            yield fail(
+                requirement,
+                "the worker did not give up on its first connection",
+                f"exit 1 about {window} ms after it started",
+                "still running",
+            )
+            return
+        code = run.worker.returncode
+        if code == job_code_exit:
+            yield fail(
+                requirement,
+                "the job code ran although no connection was ever up",
+                "exit 1 without running the job code",
+                f"exit status {code}: the crash scenario's",
+            )
+            return
+        if code != 1:
+            yield fail(requirement, "the wrong exit status", 1, code)
+        took = checks.ms_between(run, run.worker.spawned_at, run.worker.exited_at)
+        if took < run.timing.lower(window):
+            yield fail(
+                requirement,
+                "gave up before reconnectWindowMs passed",
+                f"≥ {window} ms of tries",
+                f"exit {took:.0f} ms after the spawn",
+            )
+        if took > run.timing.startup_ms + run.timing.upper(window + MAX_WAIT_MS * 1.2):
+            yield fail(
+                requirement,
+                "kept trying long after reconnectWindowMs",
+                f"exit about {window} ms after it started",
+                f"{took:.0f} ms",
+            )
+        if not run.worker.stderr().strip():
+            yield fail(requirement, "nothing on standard error says why", "one line", "empty")
+
+    return check
+
+
+def told_auth(run: Run) -> Iterator[Finding]:
+    """AUTH-4: a worker told ``auth`` SHOULD say so on standard error."""
+    assert run.worker is not None
+    if b"auth" not in run.worker.stderr().lower():
+        yield nonstrict(
+            "AUTH-4",
+            "standard error does not mention the auth refusal",
+            "a line naming auth",
+            run.worker.stderr()[-200:].decode(errors="replace") or "empty",
+        )
+
+
+def welcome_timed_out(run: Run) -> Iterator[Finding]:
+    """AUTH-2: no welcome within max(2000, heartbeatIntervalMs): the connection failed."""
+    first = next((c for c in run.server.connections if c.hello is not None), None)
+    if first is None:
+        return  # no hello at all: the common check says so (AUTH-2)
+    hello_at = next(e.t for e in run.entries("hello") if e.conn == first.number)
+    wait = terminal_ack_timeout_ms(run.timing.advised_interval_ms)  # the same max(2000, hb)
+    later = [c for c in run.server.connections if c.number > first.number]
+    if not later:
+        yield fail(
+            "AUTH-2",
+            "the worker kept waiting for a welcome that never came",
+            f"a new connection within {run.timing.explain(wait + 120)}",
+            "no new connection",
+        )
+        return
+    delay = checks.ms_between(run, hello_at, checks.opened_at(run, later[0].number))
+    if delay > run.timing.upper(wait + 120):
+        yield fail(
+            "AUTH-2",
+            "waited too long for welcome before treating the connection as failed",
+            f"within {run.timing.explain(wait + 120)}",
+            f"{delay:.0f} ms",
+        )
+    elif delay < run.timing.lower(wait):
+        yield nonstrict("AUTH-2", "gave up on welcome early", f"≈ {wait} ms", f"{delay:.0f} ms")
+
+
+#: FIX-2 ``cancel``: what only the job code logs once it sees the request.
+CANCEL_SEEN = "cancel requested"
+
+
+def job_code_saw_cancel(verdict: Callable[..., Finding]) -> Check:
+    """CANCEL-3: the job code, not the wrapper, ended the job: its log comes
+    before its failure."""
+
+    def check(run: Run) -> Iterator[Finding]:
+        logs = [
+            e
+            for e in run.entries("log")
+            if e.message and e.message.body.get("message") == CANCEL_SEEN
+        ]
+        terminal = run.terminal()
+        if not logs or terminal is None or logs[0].t > terminal.t:
+            yield verdict(
+                "CANCEL-3",
+                "the job code did not see the cancel request (its log is missing): "
+                "the wrapper ended the job by itself or never told the job code",
+                f"log {CANCEL_SEEN!r}, then failed 'cancelled'",
+                [e.text for e in run.entries("log", "completed", "failed")][:3] or "nothing",
+            )
+
+    return check
+
+
+def result_too_large(run: Run) -> Iterator[Finding]:
+    """LIMIT-1: a result that cannot fit becomes failed "result too large: N bytes"."""
+    failed = run.messages("failed")
+    size = run.case.data_for(run.timing)["bytes"]
+    limit = run.payload["maxLineBytes"]
+    error = failed[0].body.get("error", "") if failed else ""
+    match = re.fullmatch(r"result too large: (\d+) bytes", error)
+    if not match or not limit < int(match.group(1)) <= size + 1024:
+        yield fail(
+            "LIMIT-1",
+            "a result too large for one line must fail the job with its size",
+            f"failed 'result too large: N bytes', N the completed line's size ({size}+ bytes)",
+            error or [m.type for m in run.messages()],
+        )
+
+
+def failure_shortened(run: Run) -> Iterator[Finding]:
+    """LIMIT-1: a failed line too long is cut: its error shortened to a prefix."""
+    failed = run.messages("failed")
+    text = run.case.data_for(run.timing)["message"]
+    if not failed:
+        yield fail(
+            "LIMIT-1", "no failed arrived for an error too long for one line", "failed", "nothing"
+        )
+        return
+    error = failed[0].body.get("error", "")
+    if len(error) < 1024 or not text.startswith(error[:1024]) or len(error) > len(text):
+        yield fail(
+            "LIMIT-1",
+            "a failed line that would be too long keeps a prefix of its error",
+            "error: the first ≥ 1024 characters of the job's error",
+            f"{len(error)} characters: {error[:80]!r}",
+        )
+
+
+#: REPLAY-6: the buffer a worker SHOULD have, in messages.
+BUFFER_MESSAGES = 10_000
+
+
+def buffer_blocked(run: Run) -> Iterator[Finding]:
+    """REPLAY-6: a worker that blocked the job code did so only with a full buffer."""
+    unacked = run.notes.get("unacked_when_blocked")
+    count = run.case.data_for(run.timing)["count"]
+    if unacked is not None and unacked < min(BUFFER_MESSAGES, count):
+        yield nonstrict(
+            "REPLAY-6",
+            "the job code was blocked before 10,000 messages were unacknowledged",
+            f"a buffer of at least {BUFFER_MESSAGES} messages (or 16 MiB)",
+            f"{unacked} unacknowledged when the worker stopped sending",
+        )
+
+
+def dropped_logs_counted(run: Run) -> Iterator[Finding]:
+    """REPLAY-6: logs dropped in an outage are counted by exactly one warn log;
+    the rest arrive in order, once each."""
+    count = run.case.data_for(run.timing)["count"]
+    want = {f"line {i}": i for i in range(1, count + 1)}
+    logs = _recorded(run, "log")
+    kept = [want[m.body["message"]] for m in logs if m.body.get("message") in want]
+    notices = [m for m in logs if m.body.get("message") not in want]
+    if kept != sorted(set(kept)):
+        yield fail(
+            "REPLAY-6", "the job's logs arrived out of order or twice", "increasing", kept[:20]
+        )
+        return
+    dropped = count - len(kept)
+    if dropped == 0:
+        if notices:
+            yield fail("REPLAY-6", "a log nobody sent", "the job's logs only", notices[0].body)
+        return
+    said = [_dropped_count(m.body) for m in notices if m.body.get("level") == "warn"]
+    if len(notices) != 1 or said != [dropped]:
+        yield fail(
+            "REPLAY-6",
+            f"{dropped} logs were dropped: one warn log must say how many",
+            f'one log, level warn, counting {dropped} (data {{"dropped": {dropped}}})',
+            [m.body for m in notices][:3] or "no such log",
+        )
+
+
+def _recorded(run: Run, type_: str) -> list[Any]:
+    """What a server that restarted at the first fault would have: what it had
+    acknowledged before, and what came on later connections, once each."""
+    at = run.notes.get("faults", [float("inf")])[0]
+    acked = max(
+        (
+            e.message.body["seq"]
+            for e in run.transcript.entries
+            if e.direction == "server" and e.t < at and e.message and e.message.type == "ack"
+        ),
+        default=0,
+    )
+    opened = {c.number: checks.opened_at(run, c.number) for c in run.server.connections}
+    seen: set[int] = set()
+    out = []
+    for e in run.entries(type_):
+        m = e.message
+        if m is None or m.seq is None or m.seq in seen:
+            continue
+        if opened[e.conn] > at or m.seq <= acked:
+            seen.add(m.seq)
+            out.append(m)
+    return sorted(out, key=lambda m: m.seq)
+
+
+def _dropped_count(body: Any) -> int | None:
+    data = body.get("data")
+    if isinstance(data, dict) and isinstance(data.get("dropped"), int):
+        return int(data["dropped"])
+    numbers = re.findall(r"\d+", str(body.get("message", "")))
+    return int(numbers[0]) if numbers else None

@@ -27,6 +27,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+
 from extjob.protocol import (
     Intake,
     Message,
@@ -34,7 +36,9 @@ from extjob.protocol import (
     RemoteProtocolError,
     ServerAttempt,
     ServerConnection,
+    ack,
     decode,
+    encode,
 )
 
 from .transcript import Transcript
@@ -79,6 +83,12 @@ class FakeServer:
         self.acking = True
         self.ack_terminal = True
         self.welcome_delay_s = 0.0
+        self.unwelcomed: set[int] = set()  #: connections whose hello gets no reply (AUTH-2)
+        self.welcome_bytes = 0  #: pad the welcome line to this many bytes, less \n (LIMIT-3)
+        self.refuse = False  #: every hello is refused with an auth error (AUTH-4)
+        self.hang_up = False  #: close every new connection at once (RECONNECT-1)
+        self.terminal_ack_delay_s = 0.0  #: a slow, still timely, terminal ack (REPLAY-3)
+        self.newline = b"\n"  #: b"\r\n" for a server that ends its lines so (FRAME-1)
         #: The highest seq acknowledged: what survives a restart.
         self.acked_seq = 0
         self.reading = asyncio.Event()
@@ -89,10 +99,19 @@ class FakeServer:
         self._path: str | None = None
         self._port = 0
 
-    def _attempt(self, *, adopted: bool) -> ServerAttempt:
+    @property
+    def recorded_seq(self) -> int:
+        """The highest seq received ("on disk" at once; its ack may be withheld)."""
+        return self.attempt.recorded_seq
+
+    def ack_up_to(self, conn: Connection, seq: int) -> None:
+        """Acknowledge everything up to ``seq`` now (REPLAY-2: acks are cumulative)."""
+        self.send(conn, ack(self.job_id, seq))
+
+    def _attempt(self, *, adopted: bool, token: str | None = None) -> ServerAttempt:
         return ServerAttempt(
             self.job_id,
-            self.token,
+            token or self.token,
             now=asyncio.get_running_loop().time(),
             offered=self.offered,
             heartbeat_timeout_ms=self.heartbeat_timeout_ms,
@@ -204,6 +223,16 @@ class FakeServer:
             message = self._decoded(line)
             if not self._may_write(message, terminal):
                 continue
+            if message is not None and message.type == "welcome":
+                if conn.number in self.unwelcomed:
+                    self.transcript.event("hello left unanswered by the harness", conn.number)
+                    continue
+                line = self._padded(line)
+            late = terminal and self.terminal_ack_delay_s
+            if late and message is not None and message.type == "ack":
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.terminal_ack_delay_s, self._write, conn, line, message)
+                continue
             if message is not None and message.type == "welcome" and self.welcome_delay_s:
                 conn.held = []
                 asyncio.get_running_loop().create_task(self._welcome_later(conn, line))
@@ -211,6 +240,14 @@ class FakeServer:
                 conn.held.append(line)
             else:
                 self._write(conn, line, message)
+
+    def _padded(self, line: bytes) -> bytes:
+        """The welcome with an unknown field (MSG-2) that makes it ``welcome_bytes`` long."""
+        if not self.welcome_bytes:
+            return line
+        reply = {**orjson.loads(line), "x-padding": ""}
+        reply["x-padding"] = "p" * (self.welcome_bytes - len(encode(reply)) + 1)
+        return encode(reply)
 
     def _may_write(self, message: Message | None, terminal: bool) -> bool:
         if message is not None and message.type == "ack":
@@ -220,6 +257,8 @@ class FakeServer:
     def _write(self, conn: Connection, line: bytes, message: Message | None) -> None:
         if not conn.open or conn.writer.is_closing():
             return
+        if self.newline != b"\n":
+            line = line[:-1] + self.newline
         conn.writer.write(line)
         self._sent(conn, line, message)
         if message is None:
@@ -255,11 +294,20 @@ class FakeServer:
     # -- reading -------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        core = self.attempt.connect(trace=True)
+        attempt = self.attempt
+        if self.refuse:  # a token the worker cannot have: the core refuses it (AUTH-4)
+            attempt = self._attempt(adopted=False, token=f"refused-{self.token}")
+        core = attempt.connect(trace=True)
         conn = Connection(len(self.connections) + 1, writer, core)
         self.connections.append(conn)
         self.transcript.event("connected", conn.number)
         await self.notify()
+        if self.hang_up:
+            self._closed(conn)
+            writer.close()
+            self.transcript.event("hung up by the harness", conn.number)
+            await self.notify()
+            return
         try:
             while conn.open:
                 await self.reading.wait()

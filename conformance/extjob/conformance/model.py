@@ -70,14 +70,28 @@ def worst(findings: list[Finding]) -> str:
     return NON_STRICT if findings else PASS
 
 
+#: Every upper bound is widened by this fraction of itself ...
+RELATIVE_SLACK = 0.25
+#: ... and by this much for the scheduler (ms), before the time factor.
+SCHEDULER_SLACK_MS = 150
+#: A lower bound is narrowed to this fraction of itself (timer granularity);
+#: a loaded machine only makes things later, so it is not scaled.
+LOWER_FRACTION = 0.8
+
+
+class NotInjected(Exception):
+    """The harness could not inject a case's fault: an *error*, not the worker's fault."""
+
+
 @dataclass(frozen=True)
 class Timing:
-    """The suite's clock: short intervals for speed, generous bounds for steadiness.
+    """The suite's clock: short intervals for speed, bounds relative to the rule.
 
     The harness advises ``heartbeat_timeout_ms / 3`` (HB-1) as the heartbeat
     interval. ``worker_interval_ms`` is for a wrapper that ignores the advice
-    (``--heartbeat-interval``). Every bound adds ``tolerance_ms``; every
-    deadline and tolerance is multiplied by ``factor``.
+    (``--heartbeat-interval``: HB-2's "use the payload's interval" is then
+    waived, and the report says so). A bound of the spec becomes
+    :meth:`upper` or :meth:`lower`; every deadline is multiplied by ``factor``.
     """
 
     factor: float = 1.0
@@ -105,9 +119,28 @@ class Timing:
         return self.worker_interval_ms or self.advised_interval_ms
 
     @property
-    def tolerance_ms(self) -> float:
-        """Scheduling noise allowed on any bound (two busy cores, parallel cases)."""
-        return 800 * self.factor
+    def waivers(self) -> list[str]:
+        """What the suite was told not to hold the worker to."""
+        if self.worker_interval_ms is None:
+            return []
+        return [
+            f"HB-2: held to --heartbeat-interval {self.worker_interval_ms} ms instead of "
+            f"the payload's heartbeatIntervalMs {self.advised_interval_ms} ms"
+        ]
+
+    def upper(self, bound_ms: float) -> float:
+        """The most a measured time may be when the spec says "within ``bound_ms``"."""
+        return (bound_ms * (1 + RELATIVE_SLACK) + SCHEDULER_SLACK_MS) * self.factor
+
+    def lower(self, bound_ms: float) -> float:
+        """The least a measured time may be when the spec says "after ``bound_ms``"."""
+        return bound_ms * LOWER_FRACTION
+
+    def explain(self, bound_ms: float) -> str:
+        return (
+            f"{bound_ms:.0f} ms (+{RELATIVE_SLACK:.0%} +{SCHEDULER_SLACK_MS} ms"
+            f"{f' × {self.factor:g}' if self.factor != 1 else ''}: ≤ {self.upper(bound_ms):.0f} ms)"
+        )
 
     @property
     def startup_ms(self) -> float:

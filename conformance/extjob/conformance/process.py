@@ -39,17 +39,29 @@ class WorkerProcess:
         directory: Path,
         transcript: Transcript,
         on_exit: Callable[[], Awaitable[None]],
+        streams: str = "files",
     ) -> WorkerProcess:
+        """``streams``: ``files`` (read for the report), ``closed`` (no descriptors
+        1 and 2) or ``broken`` (pipes nobody reads: writes fail), for WRAP-5."""
         spawned_at = transcript.now()
+        if streams == "closed":
+            command = ["sh", "-c", 'exec "$@" >&- 2>&-', "sh", *command]
         with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=out,
-                stderr=err,
-                env=dict(env),
-                start_new_session=True,  # its own process group (SRV-8)
-            )
+            broken = os.pipe() if streams == "broken" else None
+            if broken is not None:
+                os.close(broken[0])
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=out if broken is None else broken[1],
+                    stderr=err if broken is None else broken[1],
+                    env=dict(env),
+                    start_new_session=True,  # its own process group (SRV-8)
+                )
+            finally:
+                if broken is not None:
+                    os.close(broken[1])
         worker = cls(process, directory, spawned_at)
         transcript.event(f"spawned pid {process.pid}: {len(stdin)} bytes on stdin")
         assert process.stdin is not None

@@ -85,6 +85,7 @@ def to_text(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
     out = [
         f"extjob conformance: {' '.join(meta['command'])}",
         f"features claimed: {', '.join(meta['features'])}",
+        *(f"waived: {w}" for w in meta.get("waivers", [])),
         "",
     ]
     table = summary(results)

@@ -9,6 +9,7 @@ recorded transcript, the exit status and the files the worker left.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import tempfile
@@ -24,6 +25,7 @@ from extjob.protocol import (
     ENV_TCP_PORT,
     ENV_VARS,
     Extensions,
+    LocalProtocolError,
     Message,
     build_payload,
     encode,
@@ -56,6 +58,8 @@ class CaseSpec(Protocol):
     def stdin(self) -> str: ...
     @property
     def transport(self) -> str: ...
+    @property
+    def streams(self) -> str: ...
     @property
     def timed(self) -> bool: ...
     @property
@@ -161,12 +165,16 @@ def _payload(run: Run, socket_path: str) -> dict[str, Any]:
     return payload
 
 
+_EXTJOB = tuple(v for v in ENV_VARS if v.startswith("EXTJOB_"))
 #: The case's ``stdin`` mode -> the ENV-1 variables the harness sets (ENV-2).
 _ENV_SETS = {
     "payload": ENV_VARS,
-    "env": ENV_VARS,
+    # ENV-2: EXTJOB_* first; the DONKEYLABS_* beside them name another job
+    "env": _EXTJOB,
+    "partial": _EXTJOB,
     # PAY-6: a malformed stdin is an error even with the environment set
-    "malformed": (*(v for v in ENV_VARS if v.startswith("EXTJOB_")), ENV_TCP_PORT),
+    "malformed": (*_EXTJOB, ENV_TCP_PORT),
+    "not-object": (*_EXTJOB, ENV_TCP_PORT),
     "env-donkeylabs": tuple(v for v in ENV_VARS if v.startswith("DONKEYLABS_")),
     "env-tcp-port": ("EXTJOB_JOB_ID", "EXTJOB_JOB_NAME", ENV_TCP_PORT),
     "missing": (),
@@ -179,11 +187,27 @@ def _environment(run: Run, payload: dict[str, Any]) -> tuple[bytes, dict[str, st
     env |= dict.fromkeys(ENV_VARS, "")  # ENV-1: a variable that does not apply is empty
     chosen = payload_environment(payload)
     env |= {name: chosen[name] for name in _ENV_SETS[run.case.stdin]}
+    if run.case.stdin in ("env", "partial"):  # wrong, so that reading them first shows
+        wrong = payload_environment({**payload, "jobId": "wrong-job", "name": "wrong-name"})
+        wrong["DONKEYLABS_SOCKET_PATH"] = str(run.directory / "wrong.sock")
+        env |= {k: v for k, v in wrong.items() if k.startswith("DONKEYLABS_") and k != ENV_TCP_PORT}
+    partial = {k: v for k, v in payload.items() if k not in ("jobId", "socketPath")}
     stdin = {
-        "payload": encode(payload),
+        "payload": _encode_payload(payload),
+        "partial": _encode_payload(partial),  # ENV-2: the missing fields from EXTJOB_*
         "malformed": b'{"jobId": "' + run.job_id.encode() + b'", "name": \n',
+        "not-object": b'["' + run.job_id.encode() + b'"]\n',
     }.get(run.case.stdin, b"")
     return stdin, env
+
+
+def _encode_payload(payload: dict[str, Any]) -> bytes:
+    """The payload line; a lone surrogate in the data goes as a JSON escape, as the
+    original's JSON.stringify writes it (FRAME-2 says what the worker does with it)."""
+    try:
+        return encode(payload)
+    except LocalProtocolError:
+        return (json.dumps(payload, ensure_ascii=True) + "\n").encode()
 
 
 async def run_case(
@@ -216,7 +240,7 @@ async def run_case(
             stdin, env = _environment(run, run.payload)
             run.spawned_wall_ms = time.time_ns() // 1_000_000
             run.worker = await WorkerProcess.spawn(
-                command, stdin, env, directory, transcript, server.notify
+                command, stdin, env, directory, transcript, server.notify, case.streams
             )
             await case.drive(run)  # returns once the worker exited or its budget ran out
             if run.worker.exited:  # judge only once every line it wrote is read (EXIT-1)

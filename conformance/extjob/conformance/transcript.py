@@ -29,6 +29,11 @@ class Entry:
     message: Message | None = None  #: the decoded message, if the line was valid
     problem: Problem | None = None  #: why a worker line is invalid
 
+    @property
+    def size(self) -> int:
+        """The line's length in bytes, without its newline."""
+        return len(self.text.encode(errors="replace"))
+
     def render(self) -> str:
         arrow = {"worker": "w→s", "server": "s→w", "event": " ··"}[self.direction]
         where = f"#{self.conn}" if self.conn else "  "
