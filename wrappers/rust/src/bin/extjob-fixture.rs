@@ -71,7 +71,10 @@ fn play(job: &Job, scenario: &str, p: &Value) -> Outcome {
         "cancel" => {
             let ms = int(p, "ms", 30_000);
             match job.cancel_token().wait_timeout(Duration::from_millis(ms)) {
-                Some(_) => Err("cancelled".into()),
+                Some(_) => {
+                    job.log(Level::Info, "cancel requested")?;
+                    Err("cancelled".into())
+                }
                 None => Ok(json!({"cancelled": false})),
             }
         }
