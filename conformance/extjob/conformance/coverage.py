@@ -63,9 +63,9 @@ NOT_THE_WORKERS = {
         (
             "PAY-4", "ENV-1", "ENV-3", "TRANS-2", "LIFE-2", "SRV-1", "SRV-2", "SRV-3", "SRV-4",
             "SRV-5", "SRV-6", "SRV-7", "SRV-8", "EXIT-1", "HB-1", "HB-3", "HB-4", "STALE-1",
-            "STALE-2", "TIMEOUT-1", "KILL-1", "TIME-2", "RECONNECT-5", "AUTH-1", "AUTH-3",
-            "AUTH-5", "REPLAY-2", "REPLAY-5", "CANCEL-1", "CANCEL-4", "SPOOL-1", "SPOOL-3",
-            "CKPT-3", "LIMIT-2",
+            "STALE-2", "STALE-3", "TIMEOUT-1", "KILL-1", "TIME-2", "RECONNECT-5", "AUTH-1",
+            "AUTH-3", "AUTH-5", "REPLAY-2", "REPLAY-5", "CANCEL-1", "CANCEL-4", "SPOOL-1",
+            "SPOOL-3", "CKPT-3", "LIMIT-2",
         ),
         _SERVER,
     ),

@@ -53,6 +53,7 @@ const scenarios: Record<string, (job: Job<Params>, p: Params) => unknown> = {
   async cancel(job, p) {
     const timeout = delay(num(p, "ms", 30000)).then(() => "timeout");
     if ((await Promise.race([job.whenCancelled, timeout])) === "timeout") return { cancelled: false };
+    job.log("info", "cancel requested");
     throw new Error("cancelled");
   },
   checkpoint(job, p) {
