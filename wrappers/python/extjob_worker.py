@@ -366,7 +366,6 @@ class _Link:
         self.spooled = False
         self.gave_up = False
         self._stop = False
-        self._wake_pending = False  # a wake byte is on its way to the link
 
         # Owned by the link thread alone.
         self._sock: socket.socket | None = None
@@ -386,9 +385,8 @@ class _Link:
         self._attempts = 0  # connection attempts since the connection went down
         self._events = 0
 
-        self._waker_r, self._waker_w = (_above_stdio(s) for s in socket.socketpair())
-        self._waker_r.setblocking(False)
-        self._waker_w.setblocking(False)
+        self._waker = _Waker()
+        self._waker_r = self._waker.reader
         self._selector.register(self._waker_r, selectors.EVENT_READ)
         self._thread = threading.Thread(target=self._run, name="extjob-link", daemon=True)
 
@@ -433,9 +431,9 @@ class _Link:
                 self._last_progress = entry
             if kind in ("completed", "failed"):
                 self.terminal = entry
-            wake, self._wake_pending = not self._wake_pending, True
+            wake = self._waker.request()
         if wake:  # one byte per burst: the link takes everything queued when it wakes
-            self._wake()
+            self._waker.send()
 
     @property
     def ready(self) -> bool:
@@ -453,14 +451,13 @@ class _Link:
     def close(self) -> None:
         with self._cond:
             self._stop = True
-        self._wake()
+        self._waker.send()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(1.0)
 
     def signal_cancel(self) -> None:
         """Async-signal-safe: hand SIGTERM to the link thread (CANCEL-3)."""
-        with contextlib.suppress(OSError):
-            self._waker_w.send(b"T")
+        self._waker.send(b"T")
 
     # ---- outbox bookkeeping (callers hold _cond)
 
@@ -544,10 +541,6 @@ class _Link:
 
     # ---- the link thread
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full pipe: the link is already awake
-            self._waker_w.send(b"w")
-
     def _run(self) -> None:
         try:
             while True:
@@ -567,8 +560,7 @@ class _Link:
         finally:
             self._disconnect()
             self._selector.close()
-            self._waker_r.close()
-            self._waker_w.close()
+            self._waker.close()
 
     def _connect_step(self) -> bool:
         """One reconnect attempt, or wait for the next; False once RECONNECT-3 gives up."""
@@ -841,12 +833,7 @@ class _Link:
         self._cond.notify_all()
 
     def _drain_waker(self) -> None:
-        with self._cond:
-            self._wake_pending = False
-        try:
-            data = self._waker_r.recv(4096)
-        except OSError:
-            return
+        data = self._waker.drain(self._cond)
         if b"T" in data:
             self._on_cancel("SIGTERM", None)
 
@@ -896,6 +883,55 @@ class _Link:
                 self.spooled = _write_spool(self._payload.spool_path, lines)
             self.gave_up = True
             self._cond.notify_all()
+
+
+class _Waker:
+    """Wakes the link thread with one byte per burst of submitted messages.
+
+    ``request`` (under the link's lock) says whether the submitter must send a
+    byte: only when none is on its way. ``drain`` consumes the bytes *first*
+    and clears the flag *after*, under the same lock: a message submitted in
+    between saw the flag still set and sent nothing, but it is already in the
+    outbox, which the link reads after ``drain``. Clearing first would let
+    that message's byte be swallowed by the read, leaving the flag set with no
+    byte on its way: no submitter would wake the link again, and it would
+    sleep until its next heartbeat (the bug that held 150,000 progress calls
+    to one burst per heartbeat interval).
+    """
+
+    def __init__(self) -> None:
+        self.reader, self._writer = (_above_stdio(s) for s in socket.socketpair())
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._pending = False  # a wake byte is on its way to the link (guarded by the lock)
+
+    def request(self) -> bool:
+        """Called under the link's lock for each submitted message."""
+        if self._pending:
+            return False
+        self._pending = True
+        return True
+
+    def send(self, byte: bytes = b"w") -> None:
+        """Async-signal-safe; a full pipe means the link is already awake."""
+        with contextlib.suppress(OSError):
+            self._writer.send(byte)
+
+    def drain(self, lock: threading.Condition) -> bytes:
+        try:
+            data = self._recv(4096)
+        except OSError:
+            data = b""
+        with lock:
+            self._pending = False
+        return data
+
+    def _recv(self, size: int) -> bytes:
+        return self.reader.recv(size)
+
+    def close(self) -> None:
+        self.reader.close()
+        self._writer.close()
 
 
 def _fill_stdio() -> None:
