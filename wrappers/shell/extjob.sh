@@ -915,7 +915,8 @@ _extjob_cancel_signal() {
 # the agent with a byte on the FIFO `wake`; each connection's reader appends
 # what the server says to the file `server` (python3's connector wakes the
 # agent too, without ever blocking on it). The agent drains both files on
-# every turn of its loop, and turns at least every 100 ms: `read -t` on the
+# every turn of its loop, and turns at least every second (100 ms with
+# socat or /dev/tcp, whose readers do not wake it): `read -t` on the
 # FIFO is its only way to wait. A reader never blocks on the agent: the
 # agent may be blocked writing to a server that does not read, and that
 # server may be waiting for us to read its acks (CTRL-6).
@@ -936,7 +937,8 @@ _extjob_agent() {
   local _a_conn=0 _a_state=down _a_sock='' _a_pid='' _a_retry_at=0 _a_backoff=100
   local _a_hb=${_extjob_hb} _a_hb_at=0 _a_answer_at=0 _a_last_progress=0
   local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb='' _a_failed=''
-  local _a_taken=0 _a_settled=0
+  local _a_taken=0 _a_settled=0 _a_poll=100
+  [[ ${_extjob_via} == python3 ]] && _a_poll=1000
   local _a_replay='' _a_ext='' _a_now=0 _a_ts=0 _a_last_ts=0 _a_line _a_t _a_down_since
   [[ ${_extjob_features} == *' auth '* ]] && _a_ext=1
   [[ ${_extjob_features} == *' replay '* ]] && _a_replay=1
@@ -978,7 +980,10 @@ _extjob_a_stamp() {
 
 # Sets _a_t to the seconds until the nearest deadline (for read -t).
 _extjob_a_wait_time() {
-  local next=$((_a_now + 100)) # poll the server's events, and that the job shell lives
+  # Poll that the job shell lives, and the events of a connector that does
+  # not wake us (socat's and /dev/tcp's readers): idle agents of many jobs
+  # must cost next to nothing.
+  local next=$((_a_now + _a_poll))
   if [[ ${_a_state} == down && -z ${_a_refused} ]] && ((_a_retry_at < next)); then
     next=${_a_retry_at}
   fi
