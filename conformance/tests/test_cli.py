@@ -151,3 +151,37 @@ def test_heartbeat_interval_holds_a_worker_to_the_interval_it_really_uses(
     only = ["--only", "core/heartbeat/busy", "--format", "json", "-o", os.devnull]
     assert main(["conformance", *only, "--", *late]) == 1
     assert main(["conformance", *only, "--heartbeat-interval", "1800", "--", *late]) == 0
+
+
+def test_report_renders_runs_side_by_side_with_failures_a_click_away(
+    tmp_path: Path, reference_worker: Worker
+) -> None:
+    """The implementation x case matrix: a failure links to its findings and transcript."""
+    only = ["--only", "core/lifecycle/complete", "--format", "json"]
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    assert main(["conformance", *only, "-o", str(good), "--", *reference_worker()]) == 0
+    broken = reference_worker("--break", "linger")
+    assert main(["conformance", *only[:2], "--json", str(bad), "--", *broken]) == 1
+    page = tmp_path / "matrix.html"
+    assert (
+        main(["conformance", "report", str(good), str(bad), "--format", "html", "-o", str(page)])
+        == 0
+    )
+    html = page.read_text()
+    assert "<th" in html and ">good<" in html and ">bad<" in html
+    assert (
+        'href="#bad--core-lifecycle-complete"' in html
+        and 'id="bad--core-lifecycle-complete"' in html
+    )
+    assert "EXIT-3" in html and "observed" in html and "closed by the worker" in html
+    md = tmp_path / "matrix.md"
+    assert main(["conformance", "report", str(good), str(bad), "-o", str(md)]) == 0
+    assert "| `core/lifecycle/complete` |" in md.read_text()
+
+
+def test_report_of_a_file_that_is_no_report_is_a_usage_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.json"
+    junk.write_text("[1, 2]")
+    with pytest.raises(SystemExit) as exit_:
+        main(["conformance", "report", str(junk)])
+    assert exit_.value.code == 2

@@ -11,7 +11,7 @@ from typing import Any
 
 from extjob.protocol import FEATURES
 
-from . import coverage
+from . import coverage, matrix
 from .cases import select
 from .model import CaseResult, Timing
 from .report import FORMATS, passed
@@ -19,8 +19,9 @@ from .runner import default_jobs, run_cases
 
 LEVELS = ("core", *FEATURES)
 EPILOG = """\
-example:
+examples:
   extjob conformance --features core,auth,replay -- python my_fixture.py
+  extjob conformance report python.json go.json --format html -o matrix.html
 exit status: 0 when every case of the claimed features passes, 1 when one
 fails, 2 on a usage error. Set EXTJOB_CONFORMANCE_TIME_FACTOR=3 on a slow
 machine. The fixture contract is SPEC section 11; see conformance/README.md.
@@ -57,6 +58,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--junit", metavar="FILE", help="also write a JUnit XML report here (for CI dashboards)"
     )
     parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the JSON report here (for `extjob conformance report`)",
+    )
+    parser.add_argument(
         "--heartbeat-interval",
         type=int,
         metavar="MS",
@@ -80,7 +86,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "fixture",
         nargs=argparse.REMAINDER,
         metavar="-- COMMAND ARGS",
-        help="how to start the fixture worker",
+        help="how to start the fixture worker; or `report A.json B.json ... "
+        "[--format html|markdown] [-o FILE]`: several JSON reports side by side",
     )
     parser.set_defaults(func=run)
     return parser
@@ -97,6 +104,8 @@ def _features(text: str) -> frozenset[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fixture[:1] == ["report"]:  # without --: the matrix of several runs
+        return matrix.main(args.fixture[1:])
     command = args.fixture[1:] if args.fixture[:1] == ["--"] else args.fixture
     cases = select(args.only)
     if args.coverage:
@@ -145,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(report)
         if args.junit:
             _write(args.junit, FORMATS["junit"](results, meta))
+        if args.json:
+            _write(args.json, FORMATS["json"](results, meta))
     except OSError as exc:
         return _usage(f"cannot write the report: {exc}")
     return 0 if passed(results) else 1
