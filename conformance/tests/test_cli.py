@@ -153,6 +153,15 @@ def test_heartbeat_interval_holds_a_worker_to_the_interval_it_really_uses(
     assert main(["conformance", *only, "--heartbeat-interval", "1800", "--", *late]) == 0
 
 
+def test_a_declared_heartbeat_interval_is_a_waiver_the_report_states(
+    capsys: pytest.CaptureFixture[str], reference_worker: Worker
+) -> None:
+    """--heartbeat-interval waives HB-2's "use the payload's interval": the report says so."""
+    argv = ["conformance", "--only", "core/lifecycle/complete", "--heartbeat-interval", "1800"]
+    assert main([*argv, "--", *reference_worker()]) == 0
+    assert "waived: HB-2: held to --heartbeat-interval 1800 ms" in capsys.readouterr().out
+
+
 def test_report_renders_runs_side_by_side_with_failures_a_click_away(
     tmp_path: Path, reference_worker: Worker
 ) -> None:

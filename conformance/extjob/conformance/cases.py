@@ -311,6 +311,13 @@ CASES: tuple[Case, ...] = (
         stdin="not-object",
     ),
     Case(
+        "core/negotiation/nothing-usable",
+        "a payload offering only a feature it does not know: behave as v1 (no hello, no seq)",
+        ("NEG-3",),
+        payload_extra={"protocolVersion": 1, "features": ["x-future"]},
+        checks=COMPLETE,
+    ),
+    Case(
         "core/transport/tcp",
         "socketPath tcp://127.0.0.1:PORT",
         ("TRANS-1",),

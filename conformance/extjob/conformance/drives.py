@@ -39,7 +39,11 @@ async def _ready_for_fault(run: Run) -> bool:
     """Wait until the job runs; with ``withhold_acks``, until unacked logs pile up."""
     if run.case.withhold_acks:
         run.server.acking = False
-    ready = await run.until_type("started") and await run.until_welcomed() is not None
+    if not await run.until_type("started"):
+        return False  # the worker's fault: the common checks say which
+    ready = await run.until_welcomed() is not None
+    if not ready:
+        run.notes["not_injected"] = "no open connection to break once started had arrived"
     if ready and run.case.withhold_acks:
         await run.until(lambda: len(run.messages("log")) >= 3, 3)
     return ready
