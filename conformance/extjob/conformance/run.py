@@ -210,6 +210,10 @@ def _encode_payload(payload: dict[str, Any]) -> bytes:
         return (json.dumps(payload, ensure_ascii=True) + "\n").encode()
 
 
+def _judge(case: CaseSpec, run: Run) -> list[Finding]:
+    return [f for check in case.all_checks() for f in check(run)]
+
+
 async def run_case(
     case: CaseSpec, command: Sequence[str], features: frozenset[str], timing: Timing
 ) -> CaseResult:
@@ -248,7 +252,9 @@ async def run_case(
                 await server.wait_for(
                     lambda: not any(c.open for c in server.connections), timing.s(3)
                 )
-            result.findings = [f for check in case.all_checks() for f in check(run)]
+            # In a thread: a big case's checks take a while, and the other
+            # cases' timing must not wait for them on this event loop.
+            result.findings = await asyncio.to_thread(_judge, case, run)
             result.verdict = worst(result.findings)
         except Exception:  # a fault of the harness, reported as such
             result.reason = traceback.format_exc()
