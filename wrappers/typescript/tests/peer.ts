@@ -188,13 +188,18 @@ export class WorkerProcess {
 
   constructor(
     payload: unknown,
-    options: { script?: string; env?: Record<string, string>; dir?: string; brokenStdio?: boolean } = {},
+    options: { script?: string; env?: Record<string, string>; dir?: string; brokenStdio?: boolean; closedStdio?: boolean } = {},
   ) {
     const dir = options.dir ?? tempDir();
     const stdinPath = join(dir, `payload-${Math.random().toString(36).slice(2)}.json`);
     writeFileSync(stdinPath, payload === undefined ? "" : typeof payload === "string" ? payload : `${JSON.stringify(payload)}\n`);
     const stdin = openSync(stdinPath, "r");
-    this.child = spawn(RUNTIME, [options.script ?? FIXTURE], {
+    const script = options.script ?? FIXTURE;
+    // closedStdio: descriptors 1 and 2 closed at the start, so that a socket could land on them (WRAP-5)
+    const [command, args] = options.closedStdio
+      ? ["bash", ["-c", 'exec 1>&- 2>&-; exec "$0" "$1"', RUNTIME, script]]
+      : [RUNTIME, [script]];
+    this.child = spawn(command, args, {
       stdio: [stdin, "pipe", "pipe"],
       env: { PATH: process.env.PATH ?? "", ...options.env },
     });

@@ -149,6 +149,15 @@ test("WRAP-5: job code printing to a broken stdout and stderr does not kill the 
   await p.stop();
 });
 
+test("WRAP-5: with stdout and stderr closed at the start, job code that prints never writes into the protocol", async () => {
+  const p = await peer();
+  const w = worker(v1Payload(p, {}), { script: `${TEST_WORKERS}/noisy.js`, closedStdio: true });
+  assert.equal(await w.wait(), 0);
+  assert.deepEqual((await p.waitType("completed")).result, { printed: 200 });
+  assert.ok(p.received.every((r) => r.raw[0] === 0x7b), "every line the peer read is a message");
+  await p.stop();
+});
+
 test("CANCEL-3: SIGTERM is a cancel request the job code sees, not a death", async () => {
   const p = await peer();
   const w = worker(v1Payload(p, { scenario: "cancel", ms: 20_000 }));
