@@ -348,30 +348,37 @@ def terminal_resent(run: Run) -> Iterator[Finding]:
     terminal = run.terminal()
     if run.notes.get("terminal_at") is None or terminal is None:
         return
-    at = terminal.t  # its receipt: the drive may notice it later on a busy loop
+    # From its receipt: the drive may notice it later on a busy loop.
+    yield from _failed_over(run, "REPLAY-3", "the terminal ack", terminal.t)
+
+
+def _failed_over(run: Run, requirement: str, what: str, since: float) -> Iterator[Finding]:
+    """A reply (``what``) withheld since ``since``: the worker treats the
+    connection as failed after max(2000, heartbeatIntervalMs) and tries a new
+    one (REPLAY-3, AUTH-2), itself within a first wait of 100 ms (+20 %)."""
     wait = terminal_ack_timeout_ms(run.timing.advised_interval_ms)
-    later = [c for c in run.server.connections if checks.opened_at(run, c.number) > at]
+    later = [c for c in run.server.connections if checks.opened_at(run, c.number) > since]
     if not later:
         yield fail(
-            "REPLAY-3",
-            "no new connection after the terminal ack was withheld",
-            f"a reconnect within {run.timing.explain(wait)}, then a replay or a covering welcome",
+            requirement,
+            f"the worker kept waiting for {what}, which never came",
+            f"a new connection within {run.timing.explain(wait + 120)}",
             f"{len(run.server.connections)} connection(s)",
         )
         return
-    delay = checks.ms_between(run, at, checks.opened_at(run, later[0].number))
-    # The reconnect itself waits up to 100 ms (+20 %) after the failure.
+    opened = checks.opened_at(run, later[0].number)
+    delay = checks.ms_between(run, since, opened)
     if delay > run.timing.upper(wait + 120):
         yield fail(
-            "REPLAY-3",
-            "waited too long for the terminal ack before treating the connection as failed",
+            requirement,
+            f"waited too long for {what} before treating the connection as failed",
             f"within {run.timing.explain(wait + 120)}",
             f"{delay:.0f} ms",
         )
-    elif (checks.opened_at(run, later[0].number) - at) * 1000 < run.timing.lower(wait):
+    elif (opened - since) * 1000 < run.timing.lower(wait):
         yield nonstrict(
-            "REPLAY-3",
-            "gave up on the ack earlier than max(2000, interval)",
+            requirement,
+            f"gave up on {what} earlier than max(2000, heartbeatIntervalMs)",
             f"≈ {wait} ms",
             f"{delay:.0f} ms",
         )
@@ -577,26 +584,7 @@ def welcome_timed_out(run: Run) -> Iterator[Finding]:
     if first is None:
         return  # no hello at all: the common check says so (AUTH-2)
     hello_at = next(e.t for e in run.entries("hello") if e.conn == first.number)
-    wait = terminal_ack_timeout_ms(run.timing.advised_interval_ms)  # the same max(2000, hb)
-    later = [c for c in run.server.connections if c.number > first.number]
-    if not later:
-        yield fail(
-            "AUTH-2",
-            "the worker kept waiting for a welcome that never came",
-            f"a new connection within {run.timing.explain(wait + 120)}",
-            "no new connection",
-        )
-        return
-    delay = checks.ms_between(run, hello_at, checks.opened_at(run, later[0].number))
-    if delay > run.timing.upper(wait + 120):
-        yield fail(
-            "AUTH-2",
-            "waited too long for welcome before treating the connection as failed",
-            f"within {run.timing.explain(wait + 120)}",
-            f"{delay:.0f} ms",
-        )
-    elif delay < run.timing.lower(wait):
-        yield nonstrict("AUTH-2", "gave up on welcome early", f"≈ {wait} ms", f"{delay:.0f} ms")
+    yield from _failed_over(run, "AUTH-2", "a welcome", hello_at)
 
 
 #: FIX-2 ``cancel``: what only the job code logs once it sees the request.
