@@ -263,6 +263,9 @@ def _parse_tcp(socket_path: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------- encoding
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Built once: json.dumps with options builds a new encoder for every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_encode_string = json.encoder.encode_basestring  # what _ENCODER uses for a str (C)
 
 
 def _encode_json(value: Any) -> str:
@@ -272,12 +275,22 @@ def _encode_json(value: Any) -> str:
     may hold) become U+FFFD and split surrogate pairs are joined (FRAME-2).
     """
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except ValueError as exc:
         raise ValueError(f"{exc} (FRAME-2: NaN and Infinity are not JSON)") from None
     if _SURROGATE.search(text) is None:
         return text
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _progress_body(percent: float, message: str | None) -> str:
+    """The fields of a progress without data, as _encode_json would write them, faster."""
+    number = float.__repr__(percent) if isinstance(percent, float) else int.__repr__(percent)
+    if message is None:
+        return f'{{"percent":{number}}}'
+    if not message.isascii() and _SURROGATE.search(message) is not None:
+        return _encode_json({"percent": percent, "message": message})
+    return f'{{"percent":{number},"message":{_encode_string(message)}}}'
 
 
 def _error_text(exc: BaseException) -> str:
@@ -305,7 +318,7 @@ def _note(text: str) -> None:
 class _Entry:
     """One line in the outbox. ``buffered`` lines count against the buffer and are replayed."""
 
-    __slots__ = ("dropped", "fields", "kind", "line", "seq", "timestamp", "written")
+    __slots__ = ("buffered", "dropped", "fields", "kind", "line", "seq", "timestamp", "written")
 
     def __init__(
         self, kind: str, line: bytes, timestamp: int, seq: int | None = None, fields: Any = None
@@ -317,10 +330,11 @@ class _Entry:
         self.fields = fields  # kept for progress only: coalescing rebuilds the line
         self.written = False
         self.dropped = False
-
-    @property
-    def buffered(self) -> bool:
-        return self.kind not in ("hello", "heartbeat", "restarted")
+        self.buffered = kind not in (
+            "hello",
+            "heartbeat",
+            "restarted",
+        )  # an attribute: read twice per line
 
 
 class _Link:
@@ -346,9 +360,13 @@ class _Link:
         self._job_id_json = _encode_json(payload.job_id)
         self._interval = (payload.heartbeat_interval_ms or V1_HEARTBEAT_MS) / 1000
         self._window = payload.reconnect_window_ms / 1000
+        self._line_limit = payload.max_line_bytes + 1  # with its newline
 
         _fill_stdio()
-        self._cond = threading.Condition()
+        # The hot paths (submit, _write) take the mutex directly: the Condition's own
+        # __enter__ is a Python call more per message.
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
         # Everything below is guarded by _cond.
         self._seq = 0
         self._last_timestamp = 0
@@ -407,30 +425,35 @@ class _Link:
                     f"within {self._payload.reconnect_window_ms} ms (RECONNECT-3)"
                 )
 
-    def submit(self, kind: str, fields: Mapping[str, Any]) -> None:
-        """Queue one message; blocks only while connected with a full buffer (REPLAY-6)."""
-        body = _encode_json(fields)
-        with self._cond:
+    def submit(self, kind: str, fields: Mapping[str, Any], body: str | None = None) -> None:
+        """Queue one message; blocks only while connected with a full buffer (REPLAY-6).
+
+        ``body`` is ``fields`` encoded, when the caller has it already."""
+        if body is None:
+            body = _encode_json(fields)
+        with self._mutex:
             if self.terminal is not None:
                 raise JobFinishedError(
                     f"cannot send {kind}: the job already sent {self.terminal.kind}"
                 )
-            if kind not in _NEVER_DROPPED:
+            if kind not in _NEVER_DROPPED and self._ready and self._full():
                 self._cond.wait_for(lambda: not (self._ready and self._full()))
                 if self.terminal is not None:
                     raise JobFinishedError(f"cannot send {kind}: the job already finished")
-            if kind == "progress" and not self._ready:
-                coalesced = self._coalesce(fields)
-                if coalesced is not fields:
-                    fields, body = coalesced, _encode_json(coalesced)
-            if kind not in _NEVER_DROPPED and not self._ready and self._full():
-                self._drop_oldest_logs()
-            entry = self._build(kind, body, fields if kind == "progress" else None)
-            self._append(entry)
+            if not self._ready:
+                if kind == "progress":
+                    coalesced = self._coalesce(fields)
+                    if coalesced is not fields:
+                        fields, body = coalesced, _encode_json(coalesced)
+                if kind not in _NEVER_DROPPED and self._full():
+                    self._drop_oldest_logs()
             if kind == "progress":
-                self._last_progress = entry
-            if kind in ("completed", "failed"):
-                self.terminal = entry
+                entry = self._last_progress = self._build(kind, body, fields)
+            else:
+                entry = self._build(kind, body)
+                if kind in ("completed", "failed"):
+                    self.terminal = entry
+            self._append(entry)
             wake = self._waker.request()
         if wake:  # one byte per burst: the link takes everything queued when it wakes
             self._waker.send()
@@ -472,25 +495,26 @@ class _Link:
         head = f'{{"type":"{kind}","jobId":{self._job_id_json},"timestamp":{timestamp}'
         if self.replay and kind in _SEQUENCED:
             seq = self._seq + 1
-            head += f',"seq":{seq}'
-        text = head + ("}" if body == "{}" else "," + body[1:])
-        line = text.encode("utf-8")
-        if len(line) > self._payload.max_line_bytes:
-            raise MessageTooLarge(kind, len(line), self._payload.max_line_bytes)
+            head = f'{head},"seq":{seq}'
+        line = (f"{head}}}\n" if body == "{}" else f"{head},{body[1:]}\n").encode()
+        if len(line) > self._line_limit:
+            limit = self._payload.max_line_bytes
+            raise MessageTooLarge(kind, len(line) - 1, limit)
         if seq is not None:
             self._seq = seq
-        return _Entry(kind, line + b"\n", timestamp, seq, fields)
+        return _Entry(kind, line, timestamp, seq, fields)
 
     def _append(self, entry: _Entry) -> None:
         self._pending.append(entry)
         self._count += 1
         self._bytes += len(entry.line)
 
-    def _release(self, entry: _Entry) -> None:
+    def _release(self, entry: _Entry, *, notify: bool = True) -> None:
         if entry.buffered and not entry.dropped:
             self._count -= 1
             self._bytes -= len(entry.line)
-        self._cond.notify_all()
+        if notify:
+            self._cond.notify_all()
 
     def _full(self) -> bool:
         return self._count >= self._buffer_messages or self._bytes >= self._buffer_bytes
@@ -734,9 +758,11 @@ class _Link:
             self._lost(f"write failed: {exc}")
             return
         self._chunk_pos += sent
-        with self._cond:
-            while self._chunk_entries and self._chunk_entries[0][1] <= self._chunk_pos:
-                self._written(self._chunk_entries.popleft()[0])
+        entries = self._chunk_entries
+        with self._mutex:
+            while entries and entries[0][1] <= self._chunk_pos:
+                self._written(entries.popleft()[0])
+            self._cond.notify_all()  # once for all the room made (REPLAY-6 waits for it)
             if self._chunk_pos >= len(self._chunk):
                 self._chunk = b""
                 self._chunk_pos = 0
@@ -753,7 +779,7 @@ class _Link:
         if self.replay and entry.seq is not None:
             self._inflight.append(entry)
         elif entry.buffered:
-            self._release(entry)
+            self._release(entry, notify=False)  # _write notifies once per send
         if entry is self.terminal:
             if self.replay:
                 self._ack_deadline = time.monotonic() + max(2.0, self._interval)
@@ -1148,10 +1174,12 @@ class Job:
             raise ValueError(f"percent must be between 0 and 100, not {percent} (MSG-4)")
         fields: dict[str, Any] = {"percent": percent}
         if message is not None:
-            fields["message"] = str(message)
+            fields["message"] = message = str(message)
         if data:
             fields["data"] = data
-        self._link.submit("progress", fields)
+            self._link.submit("progress", fields)
+        else:
+            self._link.submit("progress", fields, _progress_body(percent, message))
 
     def log(self, level: str, message: str, /, **data: Any) -> None:
         """Log ``message`` at ``level`` (debug, info, warn, error) with extra data (MSG-6)."""

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pyworker_testlib import Peer, Worker, ext_payload, load_vectors
 
-from extjob_worker import _encode_json
+from extjob_worker import _encode_json, _progress_body
 
 WORKER_MESSAGES = [v for v in load_vectors("worker-messages.json") if v["valid"]]
 
@@ -103,3 +103,14 @@ def test_result_that_is_not_json_fails_the_job(
     assert workers({**ext_payload(peer, {}, short_tmp), "features": []}, script=script).wait() == 1
     peer.wait_type("failed")
     assert "not JSON serializable" in peer.messages("failed")[0]["error"]
+
+
+@pytest.mark.parametrize("message", [*HOSTILE, None])
+@pytest.mark.parametrize("percent", [0, 100, 33, 12.5, 1 / 3, -0.0, 99.99999999999999, 1e-300])
+def test_frame_2_progress_fast_path_writes_what_the_encoder_writes(
+    percent: float, message: str | None
+) -> None:
+    fields: dict[str, Any] = {"percent": percent}
+    if message is not None:
+        fields["message"] = message
+    assert _progress_body(percent, message) == _encode_json(fields)
