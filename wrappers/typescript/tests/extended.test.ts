@@ -43,6 +43,28 @@ test("REPLAY-4, REPLAY-5: acks withheld, then a drop: what lastSeq does not cove
   for (const conn of connections) assert.equal(p.received.find((r) => r.conn === conn)!.message.type, "hello");
 });
 
+test("REPLAY-6: while the server is away a full buffer drops the oldest logs and says how many; nothing else is lost", async () => {
+  const p = await peer();
+  const w = worker(p, extendedPayload(p, { count: 3000, intervalMs: 10 }), "flood.js"); // 3 s at least
+  await waitFor("logs to flow", () => p.messages("log").length >= 20);
+  await p.stop(); // the server goes away (what it recorded stays: it is durable)
+  await new Promise((resolve) => setTimeout(resolve, 1500)); // the outage: hundreds of logs, a buffer of 50
+  await p.start();
+  assert.equal(await w.wait(), 0);
+  const recorded = p.recorded;
+  assert.deepEqual(recorded.at(-1)!.result, { count: 3000 });
+  assert.deepEqual(recorded.find((m) => m.type === "checkpoint")!.data, { done: 3000 }, "a checkpoint is never dropped");
+  const notices = recorded.filter((m) => m.type === "log" && m.level === "warn");
+  assert.ok(notices.length >= 1, "the drop is reported");
+  const dropped = (notices.at(-1)!.data as { dropped: number }).dropped;
+  const lines = recorded.filter((m) => m.type === "log" && m.level === "info").map((m) => (m.data as { i: number }).i);
+  assert.deepEqual(lines, [...new Set(lines)].sort((a, b) => a - b), "in order, each once");
+  assert.equal(lines.at(-1), 3000, "the newest are kept");
+  assert.ok(lines.length + dropped >= 3000 && dropped > 0, `${lines.length} kept, ${dropped} dropped`);
+  const seqs = recorded.map((m) => m.seq as number);
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+});
+
 test("CANCEL-3, HB-2: a cancel reaches job code that never yields its thread; heartbeats go on meanwhile", async () => {
   const p = await peer();
   const w = worker(p, extendedPayload(p, { ms: 15_000 }), "blocking.js");
