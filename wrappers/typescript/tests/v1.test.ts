@@ -78,6 +78,29 @@ test("WRAP-3, FRAME-2: hostile strings, megabytes of them, arrive byte-exact as 
   await p.stop();
 });
 
+test("WRAP-3: random text from every Unicode plane, lone surrogates included, arrives as sent (seeded)", async () => {
+  let seed = 20261201;
+  const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  const texts: string[] = [];
+  for (let i = 0; i < 2000; i++) {
+    let text = "";
+    for (let j = random(12); j > 0; j--) {
+      const plane = random(17);
+      const point = plane === 0 ? random(0x10000) : plane * 0x10000 + random(0x10000);
+      text += point >= 0xd800 && point <= 0xdfff ? String.fromCharCode(point) : String.fromCodePoint(point);
+    }
+    texts.push(text);
+  }
+  const p = await peer();
+  const w = worker(v1Payload(p, { scenario: "echo", text: texts.join(""), value: texts }));
+  assert.equal(await w.wait(), 0);
+  const completed = await p.waitType("completed");
+  const wellFormed = (t: string) => t.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
+  assert.deepEqual(completed.result, texts.map(wellFormed));
+  assert.equal(p.messages("log")[0]!.message, wellFormed(texts.join("")));
+  await p.stop();
+});
+
 test("MSG-4, WRAP-4: a burst of progress arrives whole and in order", async () => {
   const p = await peer();
   const w = worker(v1Payload(p, { scenario: "progress", count: 20_000 }));
