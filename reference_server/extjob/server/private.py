@@ -102,6 +102,21 @@ def prepare_database(path: str) -> None:
         os.close(fd)
 
 
+def warn_if_others_can_read(path: str, what: str, secret: str) -> None:
+    """A file holding a secret (the config file with the API token) should be 0600."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o044:
+        log.warning(
+            "%s %s holds %s and is readable by other users (mode %03o): run 'chmod 600 %s', "
+            "or take the secret from the environment",
+            what,
+            path,
+            secret,
+            mode,
+            path,
+        )
+
+
 def _check_shared_dir(directory: str) -> None:
     info = os.stat(directory)
     if info.st_uid not in (os.geteuid(), 0):

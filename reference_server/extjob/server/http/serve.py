@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 
 from .. import JobServer, load_config
+from ..private import warn_if_others_can_read
 from ..ratelimit import limit_loop_errors
 from ..resources import raise_open_files_limit
 from . import limits
@@ -47,6 +48,8 @@ def _main(args: argparse.Namespace) -> int:
     except (ValueError, SettingsError) as e:
         print(f"extjob serve: {e}", file=sys.stderr)
         return 2
+    if config.http.get("token"):
+        warn_if_others_can_read(args.config, "config file", "the API token ([http] token)")
     try:
         asyncio.run(serve(JobServer(config), settings, drain=args.drain))
     except OSError as e:  # the port is taken, the database cannot be opened...
