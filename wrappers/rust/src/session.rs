@@ -90,6 +90,8 @@ pub(crate) struct Msg {
     pub(crate) line: Vec<u8>,
     pub(crate) written: bool,
     pub(crate) progress: Option<ProgressParts>,
+    /// The warn log that counts the logs dropped in an outage (REPLAY-6).
+    pub(crate) notice: bool,
 }
 
 impl Msg {
@@ -101,6 +103,7 @@ impl Msg {
             line: Vec::new(),
             written: false,
             progress: None,
+            notice: false,
         }
     }
 
@@ -229,7 +232,7 @@ impl State {
         match self
             .buf
             .iter()
-            .position(|m| m.kind == Kind::Log && !m.written)
+            .position(|m| m.kind == Kind::Log && !m.written && !m.notice)
         {
             Some(i) => {
                 self.remove(i);
@@ -373,6 +376,7 @@ impl Session {
             }
             if st.down {
                 if st.drop_oldest_log() {
+                    self.note_dropped(&mut st);
                     continue;
                 }
                 break; // nothing may be dropped: hold it anyway
@@ -393,6 +397,31 @@ impl Session {
             self.link_cv.notify_one();
         }
         Ok(())
+    }
+
+    /// Keeps one warn log that says how many logs were dropped (REPLAY-6):
+    /// made with the next seq when the first goes, so that it comes before
+    /// whatever the job sends next (the terminal message included), and
+    /// replaced by a newer count while it is unsent.
+    fn note_dropped(&self, st: &mut State) {
+        if let Some(i) = st.buf.iter().position(|m| m.notice && !m.written) {
+            st.remove(i);
+        }
+        let text = format!(
+            "dropped {} log messages while disconnected (REPLAY-6)",
+            st.dropped_logs
+        );
+        let data = format!("{{\"dropped\":{}}}", st.dropped_logs);
+        let body = Fields::default()
+            .string("level", "warn")
+            .string("message", &text)
+            .raw("data", &data)
+            .0;
+        let mut warn = Msg::new(Kind::Log, body);
+        warn.notice = true;
+        if self.seal(st, &mut warn).is_ok() {
+            st.push_back(warn);
+        }
     }
 
     /// Numbers, stamps and encodes a sequenced message, and checks that its
@@ -478,23 +507,7 @@ impl Session {
         if !self.features.auth && st.started_written {
             st.buf.push_front(Msg::new(Kind::Started, String::new()));
         }
-        if st.dropped_logs > 0 {
-            let text = format!(
-                "dropped {} log messages while disconnected (REPLAY-6)",
-                st.dropped_logs
-            );
-            let data = format!("{{\"dropped\":{}}}", st.dropped_logs);
-            let body = Fields::default()
-                .string("level", "warn")
-                .string("message", &text)
-                .raw("data", &data)
-                .0;
-            let mut warn = Msg::new(Kind::Log, body);
-            if self.seal(&mut st, &mut warn).is_ok() {
-                st.push_back(warn);
-            }
-            st.dropped_logs = 0;
-        }
+        st.dropped_logs = 0; // a later outage counts anew
         self.notify_job();
     }
 
@@ -653,19 +666,23 @@ mod tests {
     }
 
     #[test]
-    fn replay_6_a_full_buffer_drops_the_oldest_logs_while_down_and_says_so() {
+    fn replay_6_a_full_buffer_drops_the_oldest_logs_while_down_and_says_so_before_the_terminal() {
         let s = Session::new(payload(EXTENDED)).with_limits(3, 1 << 20);
         s.lock().down = true;
         for i in 0..5 {
             s.enqueue(log(&format!("l{i}"))).unwrap();
         }
         s.enqueue(Msg::new(Kind::Completed, String::new())).unwrap(); // never dropped
-        let bodies: Vec<String> = s.lock().buf.iter().map(|m| m.body.clone()).collect();
-        assert_eq!(bodies, ["", r#""message":"l3""#, r#""message":"l4""#, ""]);
-        s.resume(Some((&["auth".into(), "replay".into()], 0, 100)));
         let st = s.lock();
-        let notice = &st.buf.back().unwrap().body;
-        assert!(notice.contains("dropped 3 log messages"), "{notice}");
+        let bodies: Vec<&str> = st.buf.iter().map(|m| m.body.as_str()).collect();
+        // The warn log takes a place too; it comes before the terminal message.
+        assert_eq!(bodies.len(), 4, "{bodies:?}");
+        assert!(bodies[1].contains("dropped 4 log messages"), "{bodies:?}");
+        assert!(bodies[1].contains(r#""data":{"dropped":4}"#), "{bodies:?}");
+        assert_eq!(bodies[2], r#""message":"l4""#);
+        assert_eq!(st.buf.back().unwrap().kind, Kind::Completed);
+        let seqs: Vec<u64> = st.buf.iter().map(|m| m.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     }
 
     #[test]
