@@ -73,7 +73,7 @@ def worst(findings: list[Finding]) -> str:
 #: Every upper bound is widened by this fraction of itself ...
 RELATIVE_SLACK = 0.25
 #: ... and by this much for the scheduler (ms), before the time factor.
-SCHEDULER_SLACK_MS = 150
+SCHEDULER_SLACK_MS = 250
 #: A lower bound is narrowed to this fraction of itself (timer granularity);
 #: a loaded machine only makes things later, so it is not scaled.
 LOWER_FRACTION = 0.8
