@@ -58,6 +58,13 @@ args = ["-c", "exit 0"]
 [jobs.v1]
 command = {python}
 args = [{v1_worker}]
+
+[jobs.resumable]
+command = {python}
+args = [{resumable}]
+env = {{ PYTHONPATH = {wrapper} }}
+max_attempts = 2
+retry_backoff_ms = 10
 """
 
 
@@ -211,6 +218,7 @@ def start_server(
                 thumbnails=json.dumps(str(REPO / "examples" / "python" / "thumbnails.py")),
                 wrapper=json.dumps(str(REPO / "wrappers" / "python")),
                 v1_worker=json.dumps(str(REPO / "reference_server/tests/workers/v1_worker.py")),
+                resumable=json.dumps(str(Path(__file__).parent / "workers" / "resumable.py")),
             )
             + jobs
         )

@@ -73,6 +73,22 @@ def test_each_attempt_has_its_row_with_exit_status(page: playwright.Page, server
     expect(rows.locator(".features")).to_have_text(["?", "?"])  # never connected
 
 
+def test_a_resumed_job_shows_its_checkpoint_and_both_attempts(
+    page: playwright.Page, server: Server
+) -> None:
+    job = server.enqueue("resumable")
+    server.wait_for_status(job["id"], "completed")
+    _open(page, job["id"])
+    expect(page.locator("#job-checkpoint")).to_contain_text('"done": 4')
+    expect(page.locator("#job-result")).to_contain_text('"resumedFrom": 2')  # CKPT-2
+    rows = page.locator("#attempts tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.locator(".outcome")).to_have_text(
+        ["failed lost the network at step 2", "completed"]
+    )
+    expect(_summary(page, "attempt")).to_have_text("2 of 2")
+
+
 def test_the_log_tail_is_live_with_levels_and_sources(
     page: playwright.Page, server: Server
 ) -> None:
