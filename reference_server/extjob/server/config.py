@@ -7,7 +7,8 @@ A config file looks like this (relative paths are relative to the file)::
     spool_dir = "spool"             # spool files (SPOOL-1) and worker output (SRV-7)
     concurrency = 16                # running jobs at once in this server
     require_hello = false           # AUTH-5: refuse v1 workers
-    secret_env = ["MY_API_TOKEN"]   # extra variables never passed to workers (ENV-3)
+    secret_env = ["MY_API_TOKEN"]   # more variables never passed to workers (ENV-3; the
+                                    # API token's is always kept back, environment.py)
 
     [http]                          # read by the HTTP API (issue 6), untouched here
 

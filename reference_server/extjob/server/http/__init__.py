@@ -10,6 +10,8 @@ Configured by the ``[http]`` table of the server's config file::
     token_env = "EXTJOB_TOKEN" # where the bearer token is read from...
     # token = "..."            # ...unless it is given here
     event_history = 10000      # events kept for Last-Event-ID resume
+    max_connections = 0        # 0: a quarter of the open files limit, at most 1024 (limits.py)
+    idle_timeout_ms = 15000    # a connection with no request in flight is closed after this
 
 Every route but ``GET /api/health``, ``GET /api/openapi.json`` (and the
 dashboard's static files, which hold no data) needs ``Authorization: Bearer
