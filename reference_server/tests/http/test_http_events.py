@@ -49,3 +49,22 @@ def test_values_json_cannot_hold_natively_still_encode() -> None:
     hub = EventHub(4)
     hub.publish("job.completed", "j_1", {"result": 2**70, "when": object.__name__})
     assert parse(hub.since(0, None))[0][2] == {"result": 2**70, "when": "object"}
+
+
+def test_an_event_is_encoded_only_when_a_stream_needs_it_and_only_once() -> None:
+    """With no client connected, publishing encodes nothing (issue 15: the SSE
+    layer must not cost the deployed server its ingest); every stream then
+    shares one encoding per event."""
+    encoded: list[int] = []
+
+    class Counted:
+        def __str__(self) -> str:  # the encoder writes unknown values with str()
+            encoded.append(1)
+            return "counted"
+
+    hub = EventHub(8)
+    hub.publish("job.external.progress", "j_1", {"value": Counted()})
+    assert encoded == []
+    first, second = parse(hub.since(0, None)), parse(hub.since(0, "j_1"))
+    assert first == second == [(f"{hub.boot}-1", "job.external.progress", {"value": "counted"})]
+    assert encoded == [1]

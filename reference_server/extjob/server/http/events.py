@@ -1,12 +1,14 @@
 """Server-Sent Events: the server's event bus as numbered, resumable streams.
 
 One :class:`EventHub` per HTTP app numbers every event of the job server and
-keeps the latest ``history`` of them, already encoded as SSE frames, in a ring
-indexed by number. A stream is a cursor into that ring, never a queue of its
-own. Once a stream has caught up, the hub writes to its socket itself: the
-events of one loop iteration (one read of a worker's socket) become one write
-per stream, encoded once for all of them, with no task switch per stream, so
-a hundred streams cost little more than one and batches grow with load.
+keeps the latest ``history`` of them in a ring indexed by number. An event is
+encoded as an SSE frame the first time a stream needs it, once for all
+streams: with no client connected, publishing is a counter and a slot. A
+stream is a cursor into that ring, never a queue of its own. Once a stream
+has caught up, the hub writes to its socket itself: the events of one loop
+iteration (one read of a worker's socket) become one write per stream,
+encoded once for all of them, with no task switch per stream, so a hundred
+streams cost little more than one and batches grow with load.
 
 Event ids are ``<boot>-<n>``: ``boot`` is random per HTTP app, so an id from
 before a server restart is recognised as such and never confused with a
@@ -50,11 +52,24 @@ FLUSH_PAUSE_RATIO = 1.0
 Snapshot = Callable[[], Awaitable[Mapping[str, Any] | None]]
 
 
-@dataclass(frozen=True)
 class _Frame:
-    number: int
-    job_id: str | None
-    data: bytes
+    """One event in the ring; encoded on first use (then ``data`` is let go)."""
+
+    __slots__ = ("_data", "_encoded", "job_id", "name", "number")
+
+    def __init__(self, number: int, job_id: str | None, name: str, data: Mapping[str, Any]):
+        self.number = number
+        self.job_id = job_id
+        self.name = name
+        self._data: Mapping[str, Any] | None = data
+        self._encoded: bytes | None = None
+
+    def encoded(self, event_id: Callable[[int], str]) -> bytes:
+        if self._encoded is None:
+            assert self._data is not None
+            self._encoded = _encode(event_id(self.number), self.name, self._data)
+            self._data = None
+        return self._encoded
 
 
 @dataclass(eq=False)
@@ -93,12 +108,15 @@ class EventHub:
         return f"{self.boot}-{number}"
 
     def publish(self, name: str, job_id: str | None, data: Mapping[str, Any]) -> None:
-        """Add one event. Cheap and synchronous: safe to call from a bus callback."""
-        self._last += 1
-        frame = _encode(self.event_id(self._last), name, data)
-        self._ring[self._last % len(self._ring)] = _Frame(self._last, job_id, frame)
+        """Add one event. Cheap and synchronous: safe to call from a bus callback.
+
+        ``data`` is kept until the event is encoded: the caller hands over a
+        mapping nobody changes afterwards."""
+        number = self._last = self._last + 1
+        self._ring[number % len(self._ring)] = _Frame(number, job_id, name, data)
         self.published += 1
-        self._schedule_flush()
+        if self._live:
+            self._schedule_flush()
 
     def close(self) -> None:
         """End every stream (server shutdown)."""
@@ -125,11 +143,12 @@ class EventHub:
             return None
         size = len(self._ring)
         frames = []
+        event_id = self.event_id
         for n in range(cursor + 1, self._last + 1):
             frame = self._ring[n % size]
             assert frame is not None and frame.number == n  # the ring reaches back to cursor
             if job_id is None or frame.job_id == job_id:
-                frames.append(frame.data)
+                frames.append(frame.encoded(event_id))
         return b"".join(frames)
 
     async def follow(
