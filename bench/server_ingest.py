@@ -14,6 +14,11 @@ with one event subscriber (what the HTTP layer is), and deployed (a real
 figure is what it durably recorded: from the "go" signal to the job's
 completion, which comes after the last batch was committed and acknowledged.
 
+Beside each rate, the CPU time the reading process spent per message in the
+window (this process for the bare reader and the in-process server, the
+``extjob serve`` process when deployed): the load worker and a busy machine
+disturb it far less than the rate, so it says what the server itself costs.
+
 Targets (issue 15): one worker at least 1,000,000 msg/s and at least 35% of
 the bare reader; a subscriber or the deployed HTTP layer costs at most 20%.
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,7 +57,24 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-async def server_rate(workers: int, count: int, *, subscriber: bool = False) -> float:
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) another process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Rate:
+    """Messages per second and CPU microseconds per message of one measurement."""
+
+    def __init__(self, messages: int, seconds: float, cpu_seconds: float) -> None:
+        self.per_second = messages / seconds
+        self.cpu_us = cpu_seconds / messages * 1e6
+
+    def __str__(self) -> str:
+        return f"{self.per_second:,.0f} msg/s ({self.cpu_us:.2f} us CPU/msg)"
+
+
+async def server_rate(workers: int, count: int, *, subscriber: bool = False) -> Rate:
     root = temp_root()
     go = root / "go"
     try:
@@ -79,22 +102,22 @@ async def server_rate(workers: int, count: int, *, subscriber: bool = False) -> 
                 300,
                 "every load worker to start",
             )
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             go.touch()
             await until(lambda: len(finished) == workers, 600, "every load worker to finish")
-            elapsed = finished[-1] - start
+            elapsed, cpu = finished[-1] - start, time.process_time() - cpu
             for job_id in ids:
                 job = await server.get(job_id)
                 assert job is not None and job.status == "completed", job
             if listener is not None:
                 listener.cancel()
                 assert seen[0] > 0, "the subscriber saw no event"
-            return workers * (count + 1) / elapsed
+            return Rate(workers * (count + 1), elapsed, cpu)
     finally:
         remove(root)
 
 
-def deployed_rate(count: int) -> float:
+def deployed_rate(count: int) -> Rate:
     """One worker through a real ``extjob serve``; the server's own clock ends the window."""
     with tempfile.TemporaryDirectory(prefix="xj-bench-") as work:
         server = DeployedServer(Path(work), {"load": LOAD_WORKER})
@@ -111,19 +134,20 @@ def deployed_rate(count: int) -> float:
                 if time.monotonic() > deadline:
                     raise TimeoutError("benchmark: the deployed load worker never started")
                 time.sleep(0.01)
-            start_ms = time.time() * 1000
+            start_ms, cpu = time.time() * 1000, process_cpu(server.process.pid)
             go.touch()
             while (job := server.request("GET", f"/api/jobs/{job_id}"))["status"] == "running":
                 if time.monotonic() > deadline + 300:
                     raise TimeoutError("benchmark: the deployed load worker never finished")
                 time.sleep(0.02)
             assert job["status"] == "completed", job
-            return (count + 1) / ((job["finishedAt"] - start_ms) / 1000)
+            cpu = process_cpu(server.process.pid) - cpu  # ends after the window: an upper bound
+            return Rate(count + 1, (job["finishedAt"] - start_ms) / 1000, cpu)
         finally:
             server.close()
 
 
-async def bare_rate(workers: int, count: int) -> float:
+async def bare_rate(workers: int, count: int) -> Rate:
     root = temp_root()
     path, go = root / "bare.sock", root / "go"
     loop = asyncio.get_running_loop()
@@ -162,10 +186,10 @@ async def bare_rate(workers: int, count: int) -> float:
             proc.stdin.close()
             procs.append(proc)
         await until(lambda: state["lines"] >= workers, 300, "every load worker to start")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         go.touch()
         end = await asyncio.wait_for(done, 600)
-        return (expected - workers) / (end - start)
+        return Rate(expected - workers, end - start, time.process_time() - cpu)
     finally:
         listener.close()
         for proc in procs:
@@ -181,29 +205,31 @@ def run(smoke: bool) -> list[str]:
             served = await server_rate(workers, count)
             heard = await server_rate(workers, count, subscriber=True)
             lines.append(
-                f"  {workers:>3} worker(s) x {count:,}: server {served:,.0f} msg/s "
-                f"= {served / bare:.0%} of the bare asyncio reader ({bare:,.0f} msg/s, "
-                "the limit: load generator + split + orjson)"
+                f"  {workers:>3} worker(s) x {count:,}: server {served} "
+                f"= {served.per_second / bare.per_second:.0%} of the bare asyncio reader "
+                f"({bare}, the limit: load generator + split + orjson)"
             )
+            lost = 1 - heard.per_second / served.per_second
             lines.append(
-                f"      with one event subscriber: {heard:,.0f} msg/s "
-                f"({1 - heard / served:+.0%} lost)"
+                f"      with one event subscriber: {heard} ({lost:+.0%} lost)"
                 + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
-                   f"{verdict(heard >= served * (1 - TARGET_LOSS))}")
+                   f"{verdict(lost <= TARGET_LOSS)}")
             )  # fmt: skip
             if workers == 1:
                 deployed = await asyncio.to_thread(deployed_rate, count)
+                lost = 1 - deployed.per_second / served.per_second
                 lines.append(
-                    f"      deployed (extjob serve, HTTP/SSE on, no client): {deployed:,.0f} msg/s "
-                    f"({1 - deployed / served:+.0%} lost)"
+                    f"      deployed (extjob serve, HTTP/SSE on, no client): {deployed} "
+                    f"({lost:+.0%} lost)"
                     + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
-                       f"{verdict(deployed >= served * (1 - TARGET_LOSS))}")
+                       f"{verdict(lost <= TARGET_LOSS)}")
                 )  # fmt: skip
                 if not smoke:
+                    rate, share = served.per_second, served.per_second / bare.per_second
                     lines.append(
                         f"      target >= {TARGET_RATE:,} msg/s and >= {TARGET_SHARE:.0%} "
                         f"of the bare reader: "
-                        f"{verdict(served >= TARGET_RATE and served >= TARGET_SHARE * bare)}"
+                        f"{verdict(rate >= TARGET_RATE and share >= TARGET_SHARE)}"
                     )
         return lines
 
