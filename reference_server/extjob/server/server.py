@@ -223,6 +223,10 @@ class JobServer:
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> LogEntries:
         return self.store.logs(job_id, after, limit)
 
+    async def last_logs(self, job_id: str, limit: int = 1000) -> LogEntries:
+        """The newest ``limit`` entries of the job's log, oldest first."""
+        return self.store.last_logs(job_id, limit)
+
     async def running(self) -> Jobs:
         return self.store.list("running", None, 1_000_000)
 

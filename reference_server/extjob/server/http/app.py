@@ -224,7 +224,7 @@ async def logs(request: web.Request) -> web.Response:
     if request.query.get("tail") not in (None, "", "false", "true"):
         raise RequestError(400, "invalid_query", "tail: true or false", "tail")
     if request.query.get("tail") == "true":  # the newest entries: a page that ends now
-        entries = server.store.last_logs(job.id, limit)
+        entries = await server.last_logs(job.id, limit)
         return web.json_response({"logs": [e.to_json() for e in entries], "nextCursor": None})
     entries = await server.logs(job.id, after=number_cursor(cursor), limit=limit + 1)
     return web.json_response(page("logs", [e.to_json() for e in entries], limit, "index"))
