@@ -51,6 +51,7 @@ from .wire import WireLog
 log = logging.getLogger(__name__)
 
 Events = list[tuple[str, dict[str, Any]]]
+PROGRESS_EVENT = "job.external.progress"
 # Loop iterations from the accept of a connection to its first read.
 _ACCEPT_ITERATIONS = 4
 
@@ -163,7 +164,8 @@ class AttemptRun:
     def deliver(self, conn: WorkerConnection | None, intake: Intake) -> None:
         """Apply one read: record, then ack, then emit (REPLAY-2).
 
-        Progress events alone may go out before the record (``_emit_progress``).
+        Progress events alone may go out before the record, and a run of
+        progress in one read is one event (``_emit_progress``).
         """
         if intake.bound is not None:
             if intake.hello is not None:
@@ -184,11 +186,16 @@ class AttemptRun:
         if not intake:  # only heartbeats or duplicates: nothing to store, maybe re-ack
             self._recorded(True, conn, intake, [], None)
             return
-        self.wants_progress = self.host.events.wants("job.external.progress")
+        self.wants_progress = self.host.events.wants(PROGRESS_EVENT)
         batch = Batch()
         events: Events = []
         for message in intake.messages:
             self._collect(message, batch, events)
+        if events and events[0][0] == PROGRESS_EVENT:
+            # Progress is not part of the exactly-once record, so the progress
+            # that leads this read need not wait for the commit: emitted at
+            # once, it reaches subscribers without the store's latency.
+            self.host.emit(PROGRESS_EVENT, self, events.pop(0)[1])
         if intake.last_seq > self.attempt.recorded_seq:
             batch.last_seq = intake.last_seq
         first = self.next_index
@@ -257,16 +264,19 @@ class AttemptRun:
             batch.terminal = dict(body)
 
     def _emit_progress(self, progress: tuple[Any, Any, Any], events: Events) -> None:
-        """Progress is not part of the exactly-once record, so its event need
-        not wait for the commit: emitted at once, it reaches subscribers
-        without the store's latency. Behind an event of this read that waits
-        for the commit (a log, started), it waits too, to keep the order."""
+        """Progress is state, the latest wins: progress messages that follow
+        one another in one read become one event, the latest (SRV-3), with
+        the message of an earlier one carried over when the latest has none
+        (MSG-4). Any other event between them keeps its place: logs, state
+        changes and terminals are never coalesced, and keep their order."""
         percent, message, data = progress
         event = {"percent": percent, "message": message, "data": data}
-        if events:
-            events.append(("job.external.progress", event))
+        if events and events[-1][0] == PROGRESS_EVENT:
+            if message is None:
+                event["message"] = events[-1][1]["message"]
+            events[-1] = (PROGRESS_EVENT, event)
         else:
-            self.host.emit("job.external.progress", self, event)
+            events.append((PROGRESS_EVENT, event))
 
     def commit(self, batch: Batch) -> bool:
         """Store a batch of the server's own making (output lines, notes) right away."""
