@@ -211,7 +211,8 @@ def run(smoke: bool) -> list[str]:
             )
             lost = 1 - heard.per_second / served.per_second
             lines.append(
-                f"      with one event subscriber: {heard} ({lost:+.0%} lost)"
+                f"      with one event subscriber: {heard} ({lost:+.0%} lost; "
+                f"CPU {heard.cpu_us / served.cpu_us - 1:+.0%})"
                 + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
                    f"{verdict(lost <= TARGET_LOSS)}")
             )  # fmt: skip
@@ -220,7 +221,7 @@ def run(smoke: bool) -> list[str]:
                 lost = 1 - deployed.per_second / served.per_second
                 lines.append(
                     f"      deployed (extjob serve, HTTP/SSE on, no client): {deployed} "
-                    f"({lost:+.0%} lost)"
+                    f"({lost:+.0%} lost; CPU {deployed.cpu_us / served.cpu_us - 1:+.0%})"
                     + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
                        f"{verdict(lost <= TARGET_LOSS)}")
                 )  # fmt: skip
