@@ -233,6 +233,11 @@ class JobServer:
     async def counts(self, name: str | None = None) -> dict[str, int]:
         return self.store.counts(name)
 
+    def is_stale(self, job_id: str) -> bool:
+        """STALE-1: a running attempt of this server whose worker is silent too long."""
+        run = self.runs.get(job_id)
+        return run is not None and run.attempt.stale
+
     async def current_features(self, job_ids: Sequence[str]) -> FeaturesByJob:
         """NEG-2 per job: from memory for the attempts this server runs, else as stored."""
         features = self.store.current_features(job_ids)

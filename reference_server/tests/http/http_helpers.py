@@ -59,6 +59,11 @@ args = ["-c", "exit 0"]
 command = {python}
 args = [{v1_worker}]
 
+[jobs.silent]
+command = {python}
+args = [{v1_worker}]
+heartbeat_timeout_ms = 4000
+
 [jobs.resumable]
 command = {python}
 args = [{resumable}]

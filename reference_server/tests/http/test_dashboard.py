@@ -147,6 +147,21 @@ def test_each_job_has_a_badge_of_its_negotiated_features(
     expect(row(page, v1["id"]).locator(".features .feature")).to_have_text(["v1"])
 
 
+def test_stale_1_a_silent_worker_is_marked_stale_until_it_ends(
+    page: playwright.Page, server: Server
+) -> None:
+    job = server.enqueue("silent", {"silent_ms": 60000})  # never says a word
+    badge = row(page, job["id"]).locator(".pill.stale")
+    expect(badge).to_be_visible()  # after its 4 s heartbeat timeout
+    page.evaluate("path => { location.hash = path; }", f"#/jobs/{job['id']}")
+    expect(page.locator("#job-status .pill.stale")).to_be_visible()
+    server.call("POST", f"/api/jobs/{job['id']}/cancel")
+    expect(page.locator("#job-status")).to_have_text("cancelled")
+    page.evaluate("location.hash = '#/'")
+    expect(row(page, job["id"])).to_have_attribute("data-status", "cancelled")
+    expect(badge).to_have_count(0)
+
+
 def test_the_theme_follows_the_system(browser: playwright.Browser, server: Server) -> None:
     lightness = {}
     for scheme in ("light", "dark"):

@@ -206,7 +206,14 @@ def test_list_filters_by_status_and_name_and_pages(server: Server) -> None:
 
 def test_definitions_name_jobs_but_never_commands(server: Server) -> None:
     definitions = server.call("GET", "/api/definitions").body["definitions"]
-    assert [d["name"] for d in definitions] == ["crash", "later", "resumable", "thumbnails", "v1"]
+    assert [d["name"] for d in definitions] == [
+        "crash",
+        "later",
+        "resumable",
+        "silent",
+        "thumbnails",
+        "v1",
+    ]
     assert all("command" not in d and "env" not in d for d in definitions)
 
 

@@ -161,4 +161,4 @@ def test_every_list_pages_with_limit_and_cursor(server: Server) -> None:
     definitions = server.call("GET", "/api/definitions?limit=2").body
     assert len(definitions["definitions"]) == 2 and definitions["nextCursor"] == "later"
     rest = server.call("GET", "/api/definitions?cursor=later").body
-    assert [d["name"] for d in rest["definitions"]] == ["resumable", "thumbnails", "v1"]
+    assert [d["name"] for d in rest["definitions"]] == ["resumable", "silent", "thumbnails", "v1"]

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from extjob.protocol import MAX_PAYLOAD_BYTES
 
-from .. import Event, JobServer
+from .. import Event, Job, JobServer
 from . import events, metrics
 from .openapi import OPENAPI
 from .paging import number_cursor, page, page_query
@@ -199,12 +199,16 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise RequestError(400, "invalid_query", f"cursor: no job with id {cursor!r}", "cursor")
     jobs = await server.list(status=status, name=name, limit=limit + 1, before=cursor)
     features = await server.current_features([job.id for job in jobs[:limit]])
-    listed = [{**job.to_json(), "features": features.get(job.id)} for job in jobs]
+    listed = [{**_job_json(server, job), "features": features.get(job.id)} for job in jobs]
     return web.json_response(page("jobs", listed, limit, "id"))
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return web.json_response((await _job(request)).to_json())
+    return web.json_response(_job_json(request.app[SERVER], await _job(request)))
+
+
+def _job_json(server: JobServer, job: Job) -> dict[str, Any]:
+    return {**job.to_json(), "stale": server.is_stale(job.id)}
 
 
 async def cancel(request: web.Request) -> web.Response:

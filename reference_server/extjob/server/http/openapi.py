@@ -123,6 +123,11 @@ _SCHEMAS: dict[str, Any] = {
             "createdAt": {"type": "integer"},
             "startedAt": _nullable("integer"),
             "finishedAt": _nullable("integer"),
+            "stale": {
+                "type": "boolean",
+                "description": "its worker is silent for longer than the heartbeat timeout "
+                "(STALE-1; known to the server that runs it)",
+            },
         },
     },
     "Enqueue": {

@@ -9,7 +9,7 @@
 
 import {
   $, api, applyEvent, auth, el, featureBadges, FINISHED, formatTime, isOlder, perFrame,
-  progressBar, query, setProgress, setToken, STATE_EVENTS, STATES, stats, statusPill, throttled,
+  progressBar, query, setProgress, setToken, STATE_EVENTS, STATES, stateCell, stats, throttled,
 } from "./shared.js";
 import { connect } from "./stream.js";
 import { JobPage } from "./job.js";
@@ -54,7 +54,11 @@ function renderRow(job) {
   if (!tr) return;
   tr.dataset.status = job.status;
   const state = cell(tr, "state");
-  if (state.textContent !== job.status) state.replaceChildren(statusPill(job.status));
+  const shown = `${job.status}${job.stale ? " stale" : ""}`;
+  if (state.dataset.shown !== shown) {
+    state.dataset.shown = shown;
+    state.replaceChildren(...stateCell(job).filter(Boolean));
+  }
   setProgress(tr.querySelector("[role=progressbar]"), job.progress.percent);
   const message = job.status === "failed" || (job.status === "pending" && job.error)
     ? job.error ?? "" : job.progress.message ?? "";

@@ -4,7 +4,7 @@
 
 import {
   $, api, applyEvent, el, featureBadges, FINISHED, formatDuration, formatTime, isOlder,
-  perFrame, progressBar, query, setProgress, STATE_EVENTS, statusPill, throttled,
+  perFrame, progressBar, query, setProgress, STATE_EVENTS, stateCell, statusPill, throttled,
 } from "./shared.js";
 
 const LOG_TAIL = 200;      // entries read when the page opens
@@ -102,7 +102,11 @@ export class JobPage {
     if (!job || this.closed) return;
     $("#job-title").textContent = `${job.name} ${job.id}`;
     const status = $("#job-status");
-    if (status.textContent !== job.status) status.replaceChildren(statusPill(job.status));
+    const shown = `${job.status}${job.stale ? " stale" : ""}`;
+    if (status.dataset.shown !== shown) {
+      status.dataset.shown = shown;
+      status.replaceChildren(...stateCell(job).filter(Boolean));
+    }
     $("#job-cancel").hidden = FINISHED.has(job.status);
     $("#job-retry").hidden = !(job.status === "failed" || job.status === "cancelled");
     const progress = $("#job-progress");

@@ -113,6 +113,8 @@ export function isOlder(candidate, current) {
 
 // The state an event implies, applied to our copy of the job.
 export function applyEvent(job, name, data) {
+  if (name === "job.stale") return FINISHED.has(job.status) ? job : { ...job, stale: true };
+  if (job.stale) job = { ...job, stale: false }; // a message came (SRV-1), or it ended
   switch (name) {
     case "job.external.progress":
       if (FINISHED.has(job.status)) return job; // a late replay never demotes a finished job
@@ -167,6 +169,13 @@ export function featureBadges(features) {
 
 export function statusPill(status) {
   return el("span", { class: `pill state-${status}` }, status);
+}
+
+// STALE-1: the worker has been silent for longer than its heartbeat timeout.
+export function stateCell(job) {
+  const stale = job.stale && !FINISHED.has(job.status);
+  return [statusPill(job.status), stale ? el("span", { class: "pill stale",
+    title: "no message from the worker for longer than its heartbeat timeout (STALE-1)" }, "stale") : null];
 }
 
 export function progressBar(percent) {
