@@ -139,8 +139,9 @@ def _sleep(timing: Timing) -> dict[str, Any]:
 
 
 def _long_sleep(timing: Timing) -> dict[str, Any]:
-    """Still sleeping when a worker reconnects after an outage (waits up to 1600 ms)."""
-    return {"scenario": "sleep", "ms": max(3000, 4 * timing.interval_ms)}
+    """Still sleeping when a worker reconnects after an outage (which the time
+    factor lengthens) and the waits before it (up to 1600 ms, also scaled)."""
+    return {"scenario": "sleep", "ms": round(max(3000, 4 * timing.interval_ms) * timing.factor)}
 
 
 def _backoff_sleep(timing: Timing) -> dict[str, Any]:
