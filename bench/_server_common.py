@@ -26,13 +26,13 @@ LOAD_WORKER = [sys.executable, str(HERE / "_server_worker.py")]
 
 @asynccontextmanager
 async def temp_server(root: Path, **options: object) -> AsyncIterator[JobServer]:
-    config = ServerConfig(
-        database=str(root / "jobs.db"),
-        socket_dir=str(root / "s"),
-        spool_dir=str(root / "spool"),
-        poll_interval_ms=20,
-        **options,  # type: ignore[arg-type]
-    )
+    defaults: dict[str, object] = {
+        "database": str(root / "jobs.db"),  # or a postgresql:// URL (the cluster benchmarks)
+        "socket_dir": str(root / "s"),
+        "spool_dir": str(root / "spool"),
+        "poll_interval_ms": 20,
+    }
+    config = ServerConfig(**{**defaults, **options})  # type: ignore[arg-type]
     server = JobServer(config)
     await server.start()
     try:

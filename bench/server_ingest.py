@@ -74,11 +74,14 @@ class Rate:
         return f"{self.per_second:,.0f} msg/s ({self.cpu_us:.2f} us CPU/msg)"
 
 
-async def server_rate(workers: int, count: int, *, subscriber: bool = False) -> Rate:
+async def server_rate(
+    workers: int, count: int, *, subscriber: bool = False, **options: object
+) -> Rate:
+    """What the server durably recorded; ``options`` are server settings (a database URL)."""
     root = temp_root()
     go = root / "go"
     try:
-        async with temp_server(root, concurrency=workers + 10) as server:
+        async with temp_server(root, concurrency=workers + 10, **options) as server:
             server.register_external(
                 "load", command=LOAD_WORKER[0], args=LOAD_WORKER[1:], heartbeat_timeout_ms=600_000
             )

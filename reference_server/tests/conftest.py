@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from pgserver import NOT_INSTALLED, PgServer, bindir
 from server_testlib import PYTHON, REPO, kill_groups, make_config
 
 from extjob.server import JobServer
@@ -120,3 +121,31 @@ def fixture_worker(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
         return "bash", [str(REPO / "wrappers" / "shell" / "fixture_worker.sh")]
     argv = request.getfixturevalue(f"{request.param}_fixture")
     return argv[0], argv[1:]
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the whole session (initdb in a temporary directory)."""
+    found = bindir()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(NOT_INSTALLED + ": CI must run the PostgreSQL tests")
+        pytest.skip(NOT_INSTALLED)
+    server = PgServer(found).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg: PgServer) -> str:
+    """A fresh, empty database of the session's PostgreSQL server."""
+    return pg.database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, short_tmp: Path) -> str:
+    """Each store in turn: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(short_tmp / "jobs.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url

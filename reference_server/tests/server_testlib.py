@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from extjob.server import Event, JobServer, ServerConfig
+from extjob.server import Event, Job, JobServer, ServerConfig, Store, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = Path(__file__).resolve().parent / "workers"
@@ -76,3 +76,35 @@ async def wait_logs(server: JobServer, job_id: str, count: int, timeout: float =
 
     await wait_for(enough, timeout, f"{count} log entries of {job_id}")
     return await server.logs(job_id, limit=1_000_000)
+
+
+class SyncStore:
+    """A store for test code outside an event loop (a second process sharing the
+    database, as a drill's observer): every call runs to completion on its own loop."""
+
+    def __init__(self, database: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self.store: Store = self._loop.run_until_complete(open_store(database))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.store, name)
+        return lambda *args: self._loop.run_until_complete(method(*args))
+
+    def enqueue(self, job_id: str, name: str, data: Any, max_attempts: int = 1) -> str:
+        now = int(time.time() * 1000)
+        self.create(
+            Job.pending(
+                job_id,
+                name,
+                data,
+                max_attempts=max_attempts,
+                priority=0,
+                run_at=now,
+                created_at=now,
+            )
+        )
+        return job_id
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self.store.close())
+        self._loop.close()

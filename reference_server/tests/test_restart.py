@@ -19,6 +19,8 @@ from server_testlib import (
     wait_logs,
 )
 
+from extjob.server import open_store
+
 FIXTURE = [str(REPO / "wrappers" / "python" / "fixture_worker.py")]
 
 
@@ -155,14 +157,12 @@ def test_drain_waits_for_running_jobs(run_servers):
         await wait_for(lambda: _connected(server, job_id), what="the worker to connect")
         queued = await server.enqueue("fx", {"scenario": "sleep", "ms": 10}, run_at=0)
         await server.stop(drain=True)
-        from extjob.server import SQLiteStore
-
-        store = SQLiteStore(server.config.database)
+        store = await open_store(server.config.database)
         try:
-            assert store.get(job_id).status == "completed"
-            assert store.get(queued).status in ("pending", "completed")
+            assert (await store.get(job_id)).status == "completed"
+            assert (await store.get(queued)).status in ("pending", "completed")
         finally:
-            store.close()
+            await store.close()
 
     run_servers(body)
 

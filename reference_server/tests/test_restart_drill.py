@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from server_testlib import PYTHON, REPO
-
-from extjob.server import Job, SQLiteStore
+from server_testlib import PYTHON, REPO, SyncStore
 
 JOBS = 50
 LINES = 40
@@ -89,13 +87,8 @@ def _count_starts(log: Path) -> int:
     return log.read_text().count("extjob server started") if log.exists() else 0
 
 
-def enqueue(store: SQLiteStore, name: str, data: object, index: int) -> str:
-    now = int(time.time() * 1000)
-    job_id = f"j_drill{index:04d}"
-    store.create(
-        Job.pending(job_id, name, data, max_attempts=1, priority=0, run_at=now, created_at=now)
-    )
-    return job_id
+def enqueue(store: SyncStore, name: str, data: object, index: int) -> str:
+    return store.enqueue(f"j_drill{index:04d}", name, data)
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -114,7 +107,7 @@ def test_restart_drill_every_log_line_exactly_once(
     config = write_config(short_tmp, go_fixture, rust_fixture, typescript_fixture, bun_fixture)
     server_log = short_tmp / "server.log"
     server = start_server(config, server_log)
-    store = SQLiteStore(str(short_tmp / "jobs.db"))
+    store = SyncStore(str(short_tmp / "jobs.db"))
     servers = [server]
     try:
         data = {"scenario": "logs", "count": LINES, "intervalMs": 40}
@@ -155,9 +148,9 @@ def test_restart_drill_every_log_line_exactly_once(
         store.close()
 
 
-def _logged(store: SQLiteStore, ids: list[str]) -> int:
+def _logged(store: SyncStore, ids: list[str]) -> int:
     return sum(len(store.logs(job_id, 0, 10_000)) for job_id in ids)
 
 
-def _finished(store: SQLiteStore, ids: list[str]) -> bool:
+def _finished(store: SyncStore, ids: list[str]) -> bool:
     return all(store.get(job_id).status in ("completed", "failed", "cancelled") for job_id in ids)

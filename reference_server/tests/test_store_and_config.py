@@ -2,40 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 from pathlib import Path
 
 import pytest
 from server_testlib import PYTHON, WORKERS, make_config, wait_finished
 
-from extjob.server import Job, SQLiteStore, load_config
-from extjob.server.store import AttemptRecord
+from extjob.server import Job, load_config, open_store
+from extjob.server.store import AttemptRecord, is_url
 
 
 def _prepare(job: Job) -> AttemptRecord:
     return AttemptRecord(job.id, job.name, job.attempt, 0, 0, "t" * 16, "s", "sp", "o", "e")
 
 
-def _claim_all(path: str, owner: str, queue: multiprocessing.Queue) -> None:
-    store = SQLiteStore(path)
+async def _claim_all(database: str, owner: str) -> list[str]:
+    store = await open_store(database)
     claimed = []
-    while (got := store.claim(owner, 2**62, {"x": 0}, _prepare)) is not None:
+    while (got := await store.claim(owner, 2**62, {"x": 0}, _prepare)) is not None:
         claimed.append(got[0].id)
-    store.close()
-    queue.put(claimed)
+    await store.close()
+    return claimed
 
 
-def test_claims_are_atomic_across_processes(short_tmp: Path):
-    path = str(short_tmp / "jobs.db")
-    store = SQLiteStore(path)
+def _claimer(database: str, owner: str, queue: multiprocessing.Queue) -> None:
+    queue.put(asyncio.run(_claim_all(database, owner)))
+
+
+def test_claims_are_atomic_across_processes(database: str):
+    async def fill() -> None:
+        store = await open_store(database)
+        for job_id in ids:
+            job = Job.pending(job_id, "x", {}, max_attempts=1, priority=0, run_at=0, created_at=0)
+            await store.create(job)
+        await store.close()
+
+    async def count() -> int:
+        store = await open_store(database)
+        try:
+            return (await store.counts())["running"]
+        finally:
+            await store.close()
+
     ids = [f"j_{i:04d}" for i in range(400)]
-    for job_id in ids:
-        store.create(
-            Job.pending(job_id, "x", {}, max_attempts=1, priority=0, run_at=0, created_at=0)
-        )
+    asyncio.run(fill())
     queue: multiprocessing.Queue = multiprocessing.Queue()
     procs = [
-        multiprocessing.Process(target=_claim_all, args=(path, f"p{i}", queue)) for i in range(3)
+        multiprocessing.Process(target=_claimer, args=(database, f"p{i}", queue)) for i in range(3)
     ]
     for proc in procs:
         proc.start()
@@ -44,13 +58,14 @@ def test_claims_are_atomic_across_processes(short_tmp: Path):
         proc.join(timeout=10)
     claimed = [job_id for result in results for job_id in result]
     assert sorted(claimed) == ids  # every job once, none twice
-    assert store.counts()["running"] == 400
-    store.close()
+    assert asyncio.run(count()) == 400
 
 
-def test_two_servers_on_one_database_run_each_job_once(run_servers, short_tmp: Path):
+def test_two_servers_on_one_database_run_each_job_once(run_servers, short_tmp: Path, database):
     async def body(start):
-        servers = [await start(socket_dir=str(short_tmp / f"s{i}")) for i in range(2)]
+        servers = [
+            await start(socket_dir=str(short_tmp / f"s{i}"), database=database) for i in range(2)
+        ]
         for server in servers:
             server.register_external("v1", command=PYTHON, args=[str(WORKERS / "v1_worker.py")])
         ids = [await servers[0].enqueue("v1", {"steps": 1}) for _ in range(12)]
@@ -99,6 +114,19 @@ def test_load_config_names_what_is_wrong(tmp_path: Path, text: str, message: str
         load_config(path)
     with pytest.raises(ValueError, match="cannot read config"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_database_urls_are_kept_and_overridden(tmp_path: Path):
+    path = tmp_path / "extjob.toml"
+    url = "postgresql://extjob:secret@db.example:5432/jobs"
+    path.write_text(f'database = "{url}"\n')
+    assert load_config(path, environ={}).database == url
+    assert load_config(path, environ={"EXTJOB_DATABASE": "x.db"}).database == str(
+        Path("x.db").resolve()
+    )
+    other = "postgres://h/db"
+    assert load_config(path, database=other, environ={"EXTJOB_DATABASE": "x.db"}).database == other
+    assert is_url(url) and not is_url("postgresql.db")
 
 
 def test_server_ids_keep_servers_apart(short_tmp: Path):

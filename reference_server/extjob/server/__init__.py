@@ -5,7 +5,7 @@ Embedding it::
     from extjob.server import JobServer, load_config
 
     config = load_config("extjob.toml")        # ServerConfig; or ServerConfig(...) in code
-    async with JobServer(config) as server:    # store: SQLite (WAL) at config.database
+    async with JobServer(config) as server:    # store: config.database, SQLite or PostgreSQL
         server.register_external("resize", command="python3", args=["resize.py"],
                                  heartbeat_timeout_ms=30000, max_attempts=3)
         job_id = await server.enqueue("resize", {"src": "a.png"}, priority=5)
@@ -43,7 +43,7 @@ from .config import JobDefinition, ServerConfig, load_config
 from .events import EventBus, Subscription
 from .models import Event, Job, LogEntry, Metrics
 from .server import JobServer
-from .store import SQLiteStore, Store
+from .store import SQLiteStore, Store, open_store
 
 __all__ = [
     "Event",
@@ -58,4 +58,5 @@ __all__ = [
     "Store",
     "Subscription",
     "load_config",
+    "open_store",
 ]

@@ -2,7 +2,10 @@
 
 A config file looks like this (relative paths are relative to the file)::
 
-    database = "extjob.db"          # SQLite file (WAL)
+    database = "extjob.db"          # SQLite file (WAL), or a postgresql:// URL shared by
+                                    # several servers; EXTJOB_DATABASE / --database override it
+    lease_ms = 15000                # several servers: a server silent this long is gone,
+                                    # its running attempts are retried elsewhere
     socket_dir = "/tmp/extjob-run"  # per-attempt sockets, mode 0700 (TRANS-2)
     spool_dir = "spool"             # spool files (SPOOL-1) and worker output (SRV-7)
     concurrency = 16                # running jobs at once in this server
@@ -46,6 +49,13 @@ from extjob.protocol import (
     DEFAULT_RECONNECT_WINDOW_MS,
     DEFAULT_RETRY_BACKOFF_MS,
 )
+
+from .store import is_url
+
+# Long enough to ride out a stalled host or a database restart, short enough
+# that a lost host's jobs are retried within seconds (issue 12).
+DEFAULT_LEASE_MS = 15_000
+DATABASE_ENV = "EXTJOB_DATABASE"
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -104,6 +114,7 @@ class ServerConfig:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     reconnect_window_ms: int = DEFAULT_RECONNECT_WINDOW_MS
     secret_env: tuple[str, ...] = ()
+    lease_ms: int = DEFAULT_LEASE_MS
     # Identifies this server's running jobs in a shared database, so that a
     # restart re-adopts its own workers and never another server's.
     server_id: str = ""
@@ -115,6 +126,9 @@ class ServerConfig:
         _check_int("config", "poll_interval_ms", self.poll_interval_ms, 1)
         _check_int("config", "max_line_bytes", self.max_line_bytes, 65536)
         _check_int("config", "reconnect_window_ms", self.reconnect_window_ms, 0)
+        _check_int("config", "lease_ms", self.lease_ms, 100)
+        if not isinstance(self.database, str) or not self.database:
+            raise ValueError("database must be a SQLite file path or a postgresql:// URL")
         if not self.server_id:
             self.server_id = f"{socket.gethostname()}:{os.path.abspath(self.socket_dir)}"
         # A job id is at most 24 characters, an attempt number a few digits.
@@ -131,8 +145,16 @@ _JOB_KEYS = {f.name for f in dataclasses.fields(JobDefinition)} - {"name"}
 _PATH_KEYS = ("database", "socket_dir", "spool_dir")
 
 
-def load_config(path: str | os.PathLike[str]) -> ServerConfig:
-    """Read a TOML config file; raises ValueError naming the file and the bad key."""
+def load_config(
+    path: str | os.PathLike[str],
+    database: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> ServerConfig:
+    """Read a TOML config file; raises ValueError naming the file and the bad key.
+
+    The database is, first found: ``database`` (``--database``),
+    ``EXTJOB_DATABASE``, the file's ``database`` key, ``extjob.db``.
+    """
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -141,6 +163,11 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         raise ValueError(f"{path}: cannot read config: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: invalid TOML: {e}") from e
+    override = database or environ.get(DATABASE_ENV)
+    if override:
+        # Given on the command line or in the environment: a path is relative
+        # to the working directory, not to the file.
+        raw = {**raw, "database": override if is_url(override) else os.path.abspath(override)}
     try:
         return config_from_dict(raw, base=path.parent)
     except (ValueError, TypeError) as e:
@@ -153,7 +180,7 @@ def config_from_dict(raw: Mapping[str, Any], base: Path = Path(".")) -> ServerCo
         raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
     options = {k: v for k, v in raw.items() if k != "jobs"}
     for key in _PATH_KEYS:
-        if key in options:
+        if key in options and not (key == "database" and is_url(str(options[key]))):
             options[key] = str(base / options[key])
     if "secret_env" in options:
         options["secret_env"] = tuple(options["secret_env"])

@@ -29,6 +29,7 @@ class Receiver(Protocol):
     def deliver(self, conn: WorkerConnection, intake: Intake) -> None: ...
     def sent(self, data: bytes) -> None: ...
     def closed(self, conn: WorkerConnection) -> None: ...
+    async def settled(self) -> None: ...
 
 
 class WorkerConnection(asyncio.Protocol):
@@ -62,7 +63,15 @@ class WorkerConnection(asyncio.Protocol):
         cut = self.core.close_input()
         if cut is not None:
             log.warning("job %s: discarded line: %s", self.receiver.job_id, cut)
-        return False  # close our side too
+        # Close our side too, once what the worker sent is stored and acked
+        # (commits are asynchronous; a worker may still read after a half-close).
+        asyncio.get_running_loop().create_task(self._close_when_settled())
+        return True
+
+    async def _close_when_settled(self) -> None:
+        await self.receiver.settled()
+        self.flush()
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.core.connection_lost()

@@ -121,8 +121,10 @@ class EventBus:
         subs, callbacks = self._route(name)
         return bool(subs or callbacks)
 
-    def emit(self, name: str, job_id: str, data: dict[str, Any]) -> Event:
-        event = Event(next(self._ids), name, job_id, data, time.time())
+    def emit(
+        self, name: str, job_id: str, data: dict[str, Any], origin: str | None = None
+    ) -> Event:
+        event = Event(next(self._ids), name, job_id, data, time.time(), origin)
         subs, callbacks = self._route(name)
         for sub in subs:
             sub._push(event)

@@ -22,8 +22,10 @@ from .server import JobServer
 log = logging.getLogger("extjob.server")
 
 
-async def serve(config_path: str | os.PathLike[str], drain: bool = False) -> None:
-    server = JobServer(load_config(config_path))
+async def serve(
+    config_path: str | os.PathLike[str], drain: bool = False, database: str | None = None
+) -> None:
+    server = JobServer(load_config(config_path, database=database))
     loop = asyncio.get_running_loop()
     limit_loop_errors(loop, log)
     raise_open_files_limit()
@@ -44,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extjob.server", description=__doc__)
     parser.add_argument("config", help="the server's TOML config file")
     parser.add_argument("--drain", action="store_true", help="on stop, wait for running jobs")
+    parser.add_argument("--database", help="a SQLite file or a postgresql:// URL")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(args.config, drain=args.drain))
+        asyncio.run(serve(args.config, drain=args.drain, database=args.database))
     except ValueError as exc:
         print(f"extjob: {exc}", file=sys.stderr)
         return 2

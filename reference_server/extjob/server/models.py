@@ -166,13 +166,17 @@ class LogEntry:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """One event of SPEC section 5.4; ``id`` grows monotonically per server process."""
+    """One event of SPEC section 5.4; ``id`` grows monotonically per server process.
+
+    ``origin`` is None for this server's own events, else the id of the server
+    of the cluster that emitted it (read from the shared event log)."""
 
     id: int
     name: str
     job_id: str
     data: dict[str, Any]
     time: float
+    origin: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -195,3 +199,6 @@ class Metrics:
     reconnects: int = 0
     spawned: int = 0
     lost: int = 0
+    claims: int = 0
+    takeovers: int = 0
+    fenced: int = 0

@@ -45,7 +45,7 @@ from .output import OutputTail
 from .procs import ExitWatcher, group_alive, signal_group, start_time
 from .ratelimit import LogLimiter
 from .recorder import Recorder
-from .store import AttemptRecord, Batch, NewLog, Store
+from .store import AttemptRecord, Batch, NewLog, Record, SetPid, Store
 from .wire import WireLog
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Host(Protocol):
     def emit(self, name: str, run: AttemptRun, data: Mapping[str, Any]) -> None: ...
     def finish(self, run: AttemptRun, result: Outcome) -> None: ...
     def release(self, run: AttemptRun) -> None: ...
+    def abandon(self, run: AttemptRun) -> None: ...
 
 
 class AttemptRun:
@@ -100,6 +101,7 @@ class AttemptRun:
         self.fail_reason: str | None = None  # what the server did that fails the attempt
         self.killed_by: str | None = None
         self.finalized = False
+        self.abandoned = False  # fenced: the job is another attempt's now
         self.exited = False
         self.exit_status: int | None = None  # as the exit watcher saw it; None: unknown
         self.tails = {
@@ -111,6 +113,8 @@ class AttemptRun:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.done = self.loop.create_future()
         self.wants_progress = True
+        self.committing: set[str] = set()  # output files with lines on their way to the store
+        self.events_waiting = 0  # reads whose events wait for their commit
         self.wire = WireLog(rec.spawned_at)  # the dashboard's view (wire.py)
         # Per attempt, not per connection: a v1 worker may connect once per message.
         self.discards = LogLimiter(log, f"lines discarded from job {self.job_id}", loop=self.loop)
@@ -134,8 +138,12 @@ class AttemptRun:
         """Record the worker's identity (PID and start time) and watch for its exit."""
         started = start_time(pid) or 0
         self.rec = dataclasses.replace(self.rec, pid=pid, pid_start=started)
-        self.host.store.record_pid(self.job_id, pid, started)
+        self.host.recorder.add(SetPid(self.job_id, self.rec.attempt, pid, started), self._fenced)
         self.watch(child)
+
+    def _fenced(self, ok: bool | None) -> None:
+        if ok is False:
+            self.host.abandon(self)
 
     def start_deadlines(self) -> None:
         """Watch for silence and the timeout; decide what a restart left undecided."""
@@ -156,6 +164,10 @@ class AttemptRun:
 
     def closed(self, conn: WorkerConnection) -> None:
         self.connections.discard(conn)
+
+    async def settled(self) -> None:
+        """What was read so far is stored (or failed to be)."""
+        await self.host.recorder.flush()
 
     def sent(self, data: bytes) -> None:
         for line in data.splitlines():
@@ -191,19 +203,20 @@ class AttemptRun:
         events: Events = []
         for message in intake.messages:
             self._collect(message, batch, events)
-        if events and events[0][0] == PROGRESS_EVENT:
+        if events and events[0][0] == PROGRESS_EVENT and not self.events_waiting:
             # Progress is not part of the exactly-once record, so the progress
             # that leads this read need not wait for the commit: emitted at
-            # once, it reaches subscribers without the store's latency.
+            # once, it reaches subscribers without the store's latency; unless
+            # events of an earlier read still wait for their commit (the order).
             self.host.emit(PROGRESS_EVENT, self, events.pop(0)[1])
         if intake.last_seq > self.attempt.recorded_seq:
             batch.last_seq = intake.last_seq
         first = self.next_index
         self.next_index += len(batch.logs)
+        if events:
+            self.events_waiting += 1
         self.host.recorder.add(
-            self.job_id,
-            first,
-            batch,
+            Record(self.job_id, self.rec.attempt, first, batch),
             lambda ok: self._recorded(ok, conn, intake, events, batch),
         )
 
@@ -223,17 +236,24 @@ class AttemptRun:
 
     def _recorded(
         self,
-        ok: bool,
+        ok: bool | None,
         conn: WorkerConnection | None,
         intake: Intake,
         events: Events,
         batch: Batch | None,
     ) -> None:
         """After the store: ack (REPLAY-2), then emit; or forget what was not stored."""
+        if events:
+            self.events_waiting -= 1
+        if ok is False:
+            self.host.abandon(self)
+            return
         if not ok:
             self.attempt.not_recorded(intake)
             for each in tuple(self.connections):
                 each.close()  # the worker reconnects and replays from what is stored
+            # What this attempt read after it was queued is replayed too: not stored now.
+            self.host.recorder.discard(self.job_id)
             return
         self.attempt.recorded(intake)
         if conn is not None:
@@ -278,41 +298,68 @@ class AttemptRun:
         else:
             events.append((PROGRESS_EVENT, event))
 
-    def commit(self, batch: Batch) -> bool:
-        """Store a batch of the server's own making (output lines, notes) right away."""
-        try:
-            self.host.store.record([(self.job_id, self.next_index, batch)])
-        except Exception:
-            log.exception("job %s: could not record %d log entries", self.job_id, len(batch.logs))
-            return False
+    def commit(self, batch: Batch, done: Callable[[bool | None], None]) -> None:
+        """Queue a batch of the server's own making (output lines, notes) for the store."""
+        if self.abandoned:
+            return
+        first = self.next_index
         self.next_index += len(batch.logs)
-        return True
+
+        def stored(ok: bool | None) -> None:
+            if ok is None:
+                log.error("job %s: could not record %d log entries", self.job_id, len(batch.logs))
+            elif not ok:
+                self.host.abandon(self)
+            done(ok)
+
+        self.host.recorder.add(Record(self.job_id, self.rec.attempt, first, batch), stored)
 
     def note(self, level: str, message: str) -> None:
         """A log entry from the server itself about this job (kill steps, exit warnings)."""
         entry = NewLog(now_ms(), level, message, None, "server")
-        if self.commit(Batch(logs=[entry])):
-            self.host.emit("job.external.log", self, _log_event(entry))
+
+        def stored(ok: bool | None) -> None:
+            if ok:
+                self.host.emit("job.external.log", self, _log_event(entry))
+
+        self.commit(Batch(logs=[entry]), stored)
 
     def poll_output(self, final: bool = False) -> None:
-        """Take new stdout/stderr lines into the log (SRV-7), with their file offsets."""
+        """Take new stdout/stderr lines into the log (SRV-7), with their file offsets.
+
+        One batch per file is on its way to the store at a time; if it is not
+        stored, the file is read again from where that batch began."""
         for source, tail in self.tails.items():
-            while True:
-                start = tail.offset
-                lines = tail.read_lines(final)
-                if not lines:
+            if source in self.committing:
+                continue
+            start = tail.offset
+            lines: list[str] = []
+            while chunk := tail.read_lines(final):
+                lines += chunk
+                if not final:
                     break
-                level = "info" if source == "stdout" else "error"
-                entries = [NewLog(now_ms(), level, line, None, source) for line in lines]  # type: ignore[arg-type]
-                batch = Batch(logs=entries)
-                setattr(batch, "out_offset" if source == "stdout" else "err_offset", tail.offset)
-                if not self.commit(batch):
-                    tail.offset = start  # read them again next time
+            if not lines:
+                continue
+            level = "info" if source == "stdout" else "error"
+            entries = [NewLog(now_ms(), level, line, None, source) for line in lines]  # type: ignore[arg-type]
+            batch = Batch(logs=entries)
+            setattr(batch, "out_offset" if source == "stdout" else "err_offset", tail.offset)
+            self.committing.add(source)
+
+            def stored(
+                ok: bool | None,
+                source: str = source,
+                start: int = start,
+                entries: list[NewLog] = entries,
+            ) -> None:
+                self.committing.discard(source)
+                if not ok:
+                    self.tails[source].offset = start  # read them again next time
                     return
                 for entry in entries:
                     self.host.emit("job.external.log", self, _log_event(entry))
-                if not final:
-                    break
+
+            self.commit(batch, stored)
 
     # deadlines
 
@@ -427,12 +474,13 @@ class AttemptRun:
         self._decide(Exit(None), retryable=False)
         self._release()
 
-    def gone(self) -> None:
+    async def gone(self) -> None:
         """After a restart the worker was not there any more: collect what it left."""
         self.exited = True
         self.poll_output(final=True)
+        await self.host.recorder.flush()
         if self.attempt.terminal is None:
-            self.collect_spool()
+            await self.collect_spool()
         self._decide(Exit(None, lost=True))
         self._release()
 
@@ -459,10 +507,11 @@ class AttemptRun:
             if not self._unaccepted() or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.005)
-        self.host.recorder.flush()
+        await self.host.recorder.flush()
         self.poll_output(final=True)
+        await self.host.recorder.flush()
         if self.attempt.terminal is None:
-            self.collect_spool()
+            await self.collect_spool()
         self._decide(Exit(status))
         self._release()
 
@@ -474,7 +523,7 @@ class AttemptRun:
         ready, _, _ = select.select([sock.fileno() for sock in listener.sockets], [], [], 0)
         return bool(ready)
 
-    def collect_spool(self) -> None:
+    async def collect_spool(self) -> None:
         """SPOOL-3: the core checks the hello and applies the rest like a connection's."""
         path = self.rec.spool_path
         try:
@@ -495,7 +544,7 @@ class AttemptRun:
             os.replace(path, path + ".rejected")
             return
         self.deliver(None, intake)
-        if intake and not self.host.recorder.flush():
+        if intake and not await self.host.recorder.flush():
             return  # keep the file: the next start collects it again
         os.unlink(path)
         count = len(intake.received)

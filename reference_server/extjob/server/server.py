@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from extjob.protocol import (
     payload_environment,
 )
 
+from .cluster import EventFeed, Membership
 from .config import JobDefinition, ServerConfig
 from .environment import worker_environment
 from .events import EventBus
@@ -44,16 +46,19 @@ from .run import AttemptRun
 from .store import (
     AttemptRecord,
     AttemptSummaries,
+    EndAttempt,
     FeaturesByJob,
+    Finish,
     Jobs,
     LogEntries,
-    SQLiteStore,
     Store,
+    open_store,
 )
 
 log = logging.getLogger(__name__)
 
 OUTPUT_POLL_INTERVAL = 0.2  # seconds between looks at the workers' stdout/stderr files
+STOP_FLUSH_SECONDS = 10.0  # how long a stop waits for the store to take what is queued
 
 
 class JobServer:
@@ -63,6 +68,7 @@ class JobServer:
         self.config = config
         self.jobs: dict[str, JobDefinition] = dict(config.jobs)
         self._store = store
+        self.membership: Membership | None = None
         self.events = EventBus()
         self.metrics = Metrics()
         self.runs: dict[str, AttemptRun] = {}
@@ -73,6 +79,11 @@ class JobServer:
         self._closed: asyncio.Future[None] | None = None
         self._spawn_backoff = Backoff()
         self._spawn_paused_until = 0.0
+
+    @property
+    def event_feed(self) -> EventFeed | None:
+        """The shared event log's feed (a shared store), once open; else None."""
+        return self.membership.feed if self.membership is not None else None
 
     @property
     def store(self) -> Store:
@@ -86,6 +97,10 @@ class JobServer:
         self.jobs[definition.name] = definition
         self._wake.set()
 
+    def wake(self) -> None:
+        """Look for claimable jobs now (another server enqueued, retried or freed a slot)."""
+        self._wake.set()
+
     def register_external(self, name: str, command: str, **options: Any) -> JobDefinition:
         """Define (or redefine) a job name; options are the JobDefinition fields."""
         if "args" in options:
@@ -96,18 +111,31 @@ class JobServer:
 
     # lifecycle
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """Open the store and join the cluster, before anything runs (``start`` does
+        it too). The HTTP API opens first to number its events as the cluster does."""
+        if self.membership is not None:
+            return
         private_dir(self.config.socket_dir, "socket_dir")  # TRANS-2
         private_dir(self.config.spool_dir, "spool_dir")  # SPOOL-1, and the workers' output
         if self._store is None:
-            self._store = SQLiteStore(self.config.database)
-        self.recorder = Recorder(self._store)
+            self._store = await open_store(self.config.database)
+        self.recorder = Recorder(self._store, self.config.server_id)
+        membership = Membership(self)
+        await membership.join()
+        self.membership = membership
+
+    async def start(self) -> None:
+        await self.open()
+        membership = self.membership
+        assert membership is not None
         self._closed = asyncio.get_running_loop().create_future()
         await self._recover()
         self._tasks = [
             asyncio.create_task(self._schedule(), name="extjob-scheduler"),
             asyncio.create_task(self._poll_output(), name="extjob-output"),
         ]
+        membership.start()
 
     async def stop(self, drain: bool = False) -> None:
         """Stop. Workers keep running unless ``drain``, which waits for them to finish first."""
@@ -128,14 +156,20 @@ class JobServer:
         exiting = [run.done for run in self.runs.values() if run.exited]
         if exiting:
             await asyncio.wait(exiting, timeout=2.0)
-        self.recorder.flush()
+        await self.recorder.flush(STOP_FLUSH_SECONDS)
         for run in list(self.runs.values()):
             if not run.exited:
                 run.poll_output()  # so the restarted server resumes at the right offset
+        await self.recorder.flush(STOP_FLUSH_SECONDS)
+        for run in list(self.runs.values()):
             run.close()
+        # Workers left running keep the lease until it expires: a restart
+        # within it re-adopts them, else other servers retry their jobs.
+        if self.membership is not None:
+            await self.membership.stop(leave=not self.runs)
         self.runs.clear()
         if self._store is not None:
-            self._store.close()
+            await self._store.close()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
@@ -193,7 +227,7 @@ class JobServer:
                 f"data is {size} bytes; the payload limit is {MAX_PAYLOAD_BYTES} (LIMIT-2)"
             )
         job_id = f"j_{secrets.token_hex(8)}"
-        self.store.create(
+        await self.store.create(
             Job.pending(
                 job_id,
                 name,
@@ -208,7 +242,7 @@ class JobServer:
         return job_id
 
     async def get(self, job_id: str) -> Job | None:
-        return self.store.get(job_id)
+        return await self.store.get(job_id)
 
     async def list(
         self,
@@ -218,20 +252,20 @@ class JobServer:
         before: str | None = None,
     ) -> Jobs:
         """Newest first; ``before``: a job id, to page on after the last one seen."""
-        return self.store.list(status, name, limit, before)
+        return await self.store.list(status, name, limit, before)
 
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> LogEntries:
-        return self.store.logs(job_id, after, limit)
+        return await self.store.logs(job_id, after, limit)
 
     async def last_logs(self, job_id: str, limit: int = 1000) -> LogEntries:
         """The newest ``limit`` entries of the job's log, oldest first."""
-        return self.store.last_logs(job_id, limit)
+        return await self.store.last_logs(job_id, limit)
 
     async def running(self) -> Jobs:
-        return self.store.list("running", None, 1_000_000)
+        return await self.store.list("running", None, 1_000_000)
 
     async def counts(self, name: str | None = None) -> dict[str, int]:
-        return self.store.counts(name)
+        return await self.store.counts(name)
 
     def is_stale(self, job_id: str) -> bool:
         """STALE-1: a running attempt of this server whose worker is silent too long."""
@@ -240,7 +274,7 @@ class JobServer:
 
     async def current_features(self, job_ids: Sequence[str]) -> FeaturesByJob:
         """NEG-2 per job: from memory for the attempts this server runs, else as stored."""
-        features = self.store.current_features(job_ids)
+        features = await self.store.current_features(job_ids)
         for job_id in job_ids:
             run = self.runs.get(job_id)
             if run is not None and run.wire.features is not None:
@@ -250,7 +284,7 @@ class JobServer:
     async def attempts(self, job_id: str, after: int = 0, limit: int = 100) -> AttemptSummaries:
         """The job's attempts; a running attempt of this server has its features
         and wire log from memory (they are stored when its worker exits)."""
-        attempts = self.store.attempts(job_id, after, limit)
+        attempts = await self.store.attempts(job_id, after, limit)
         run = self.runs.get(job_id)
         if run is None:
             return attempts
@@ -262,19 +296,41 @@ class JobServer:
         ]
 
     async def cancel(self, job_id: str) -> bool:
-        """Cancel a pending job at once, or a running one of this server (CANCEL-1)."""
-        if self.store.cancel_pending(job_id, now_ms()):
-            job = self.store.get(job_id)
+        """Cancel a pending job at once, or a running one (CANCEL-1) of any server:
+        the request is stored, so that the server running it (told at once
+        through the store, or when it restarts) cancels it."""
+        if await self.store.cancel_pending(job_id, now_ms()):
+            job = await self.store.get(job_id)
             self.events.emit(
                 "job.cancelled", job_id, {"jobId": job_id, "name": job.name if job else ""}
             )
             return True
         run = self.runs.get(job_id)
-        if run is None or not run.cancellable:
+        if run is None:
+            return await self.store.request_cancel(job_id) is not None
+        if not run.cancellable:
             return False
-        self.store.request_cancel(job_id)  # so that a restarted server still cancels it
-        run.cancel("requested")  # also counts when a timeout's cancel is under way (CANCEL-4)
+        await self.store.request_cancel(job_id)  # so that a restarted server still cancels it
+        self.cancel_here(run)
         return True
+
+    def cancel_here(self, run: AttemptRun) -> None:
+        if run.cancellable:
+            run.cancel("requested")  # also counts when a timeout's cancel is under way (CANCEL-4)
+
+    def abandon(self, run: AttemptRun) -> None:
+        """The store refused a write of ``run``: its attempt was declared lost and the
+        job belongs to another attempt now. Stop its worker; record nothing more."""
+        if run.abandoned:
+            return
+        log.warning(
+            "job %s attempt %d: fenced (no longer current); stopping its worker",
+            run.job_id,
+            run.rec.attempt,
+        )
+        run.abandoned = run.finalized = True
+        self.metrics.fenced += 1
+        run.terminate("fenced: the attempt is no longer current")
 
     # events, outcomes
 
@@ -288,15 +344,6 @@ class JobServer:
             self.metrics.lost += 1
             self.emit("job.lost", run, {"reason": result.error})
         retry_at = None if result.retry_in_ms is None else now_ms() + result.retry_in_ms
-        self.store.finish(
-            run.job_id,
-            result.status,
-            now_ms(),
-            result=result.result,
-            error=result.error,
-            stack=result.stack,
-            retry_at=retry_at,
-        )
         if result.status == "completed":
             data: dict[str, Any] = {"result": result.result}
         elif result.status == "failed":
@@ -308,27 +355,42 @@ class JobServer:
             }
         else:
             data = {}
-        if result.status == "cancelled":
-            self.emit("job.cancelled", run, data)
-        else:
-            self.emit(f"job.{result.status}", run, data)
-            self.emit(f"job.{run.name}.{result.status}", run, data)
-        self._wake.set()
+
+        def stored(ok: bool | None) -> None:
+            if not ok:  # refused (fenced): another attempt's outcome counts
+                self.abandon(run)
+                return
+            if result.status == "cancelled":
+                self.emit("job.cancelled", run, data)
+            else:
+                self.emit(f"job.{result.status}", run, data)
+                self.emit(f"job.{run.name}.{result.status}", run, data)
+            self._wake.set()
+
+        finish = Finish(
+            run.job_id,
+            run.rec.attempt,
+            result.status,
+            now_ms(),
+            result.result,
+            result.error,
+            result.stack,
+            retry_at,
+        )
+        self.recorder.add(finish, stored)
 
     def release(self, run: AttemptRun) -> None:
         """The attempt's worker is gone and its outcome recorded: free its slot."""
         # One write per attempt, when its worker is gone: never per message.
-        try:
-            self.store.end_attempt(
-                run.job_id,
-                run.rec.attempt,
-                now_ms(),
-                run.exit_status,
-                run.wire.features,
-                run.wire.snapshot(),
-            )
-        except Exception:
-            log.exception("job %s: could not record the end of its attempt", run.job_id)
+        end = EndAttempt(
+            run.job_id,
+            run.rec.attempt,
+            now_ms(),
+            run.exit_status,
+            run.wire.features,
+            run.wire.snapshot(),
+        )
+        self.recorder.add(end, lambda ok: None)
         self.runs.pop(run.job_id, None)
         self._wake.set()
 
@@ -346,13 +408,14 @@ class JobServer:
                     and len(self.runs) < self.config.concurrency
                     and loop.time() >= self._spawn_paused_until
                 ):
-                    claimed = self.store.claim(
+                    claimed = await self.store.claim(
                         self.config.server_id, now_ms(), self._limits(), self._prepare
                     )
                     if claimed is None:
                         break
+                    self.metrics.claims += 1
                     await self._spawn(*claimed)
-                due = self.store.next_run_at(list(self.jobs))
+                due = await self.store.next_run_at(list(self.jobs))
                 if due is not None:
                     wait = min(wait, max(0.005, (due - now_ms()) / 1000))
                 if self._spawn_paused_until > loop.time():
@@ -395,7 +458,8 @@ class JobServer:
             spool_path=os.path.join(spool, f"{stem}.spool"),
             out_path=os.path.join(spool, f"{stem}.out"),
             err_path=os.path.join(spool, f"{stem}.err"),
-            spawned_at=asyncio.get_running_loop().time(),
+            # The loop's clock (a claim may run on the store's thread).
+            spawned_at=time.monotonic(),
             max_attempts=job.max_attempts,
         )
 
@@ -418,7 +482,7 @@ class JobServer:
             )
         except OSError as exc:
             if is_transient(exc):
-                self._spawn_later(run, exc)
+                await self._spawn_later(run, exc)
                 return
             run.spawn_failed(exc)
             return
@@ -427,7 +491,7 @@ class JobServer:
         run.adopt(child.pid, child)
         run.start_deadlines()
 
-    def _spawn_later(self, run: AttemptRun, exc: OSError) -> None:
+    async def _spawn_later(self, run: AttemptRun, exc: OSError) -> None:
         """Out of descriptors, processes or memory for now: the job stays pending, not
         failed, and spawning pauses for a while (``resources.Backoff``)."""
         delay = self._spawn_backoff.failed()
@@ -450,7 +514,7 @@ class JobServer:
                 os.unlink(path)
         self.runs.pop(run.job_id, None)
         run.done.set_result(None)
-        self.store.unclaim(run.job_id)
+        await self.store.unclaim(self.config.server_id, run.job_id, run.rec.attempt)
 
     def _payload(self, job: Job, rec: AttemptRecord, definition: JobDefinition) -> dict[str, Any]:
         """PAY-2 and PAY-3: everything a worker needs, the secrets only here (ENV-3)."""
@@ -488,7 +552,7 @@ class JobServer:
     async def _recover(self) -> None:
         """Find the attempts a previous server process left running (RECONNECT-5)."""
         runs = []
-        for rec in self.store.running_attempts(self.config.server_id):
+        for rec in await self.store.running_attempts(self.config.server_id):
             definition = self.jobs.get(rec.name) or JobDefinition(name=rec.name, command="?")
             run = AttemptRun(self, definition, rec, adopted=True)
             self.runs[rec.job_id] = run
@@ -510,14 +574,14 @@ class JobServer:
                     del self.runs[rec.job_id]
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(_payload_path(rec))
-                    self.store.unclaim(rec.job_id)
+                    await self.store.unclaim(self.config.server_id, rec.job_id, rec.attempt)
                     continue
             elif is_same_process(rec.pid, rec.pid_start):
                 log.info("job %s: re-adopted worker pid %d", rec.job_id, rec.pid)
                 run.watch()
                 run.start_deadlines()
                 continue
-            run.gone()
+            await run.gone()
 
 
 def _payload_path(rec: AttemptRecord) -> str:

@@ -15,6 +15,8 @@ from aiohttp import web
 from extjob.protocol import MAX_PAYLOAD_BYTES
 
 from .. import Event, Job, JobServer
+from ..models import now_ms
+from ..store import StoredEvent
 from . import events, metrics
 from .openapi import OPENAPI
 from .paging import number_cursor, page, page_query
@@ -40,7 +42,11 @@ def create_app(server: JobServer, settings: HttpSettings) -> web.Application:
         middlewares=[_timing, _errors, _auth],
     )
     app[SERVER] = server
-    app[HUB] = events.EventHub(settings.event_history)
+    feed = server.event_feed
+    if feed is None:
+        app[HUB] = events.EventHub(settings.event_history)
+    else:  # event ids are the shared log's numbers: the same on every server of the cluster
+        app[HUB] = events.EventHub(settings.event_history, feed.cluster_id, feed.cursor)
     app[LATENCY] = metrics.RequestLatency()
     app[TOKEN] = settings.token
     app[STARTED_AT] = time.time()
@@ -72,6 +78,15 @@ def create_app(server: JobServer, settings: HttpSettings) -> web.Application:
 
 async def _feed_hub(app: web.Application) -> None:
     hub = app[HUB]
+    feed = app[SERVER].event_feed
+    if feed is not None:
+
+        def forward_stored(event: StoredEvent) -> None:
+            data = {**event.data, "jobId": event.job_id}
+            hub.publish(event.name, event.job_id, data, event.number)
+
+        app[UNSUBSCRIBE] = feed.on(forward_stored)
+        return
 
     def forward(event: Event) -> None:
         hub.publish(event.name, event.job_id, {**event.data, "jobId": event.job_id})
@@ -353,6 +368,9 @@ _COUNTER_HELP = {
     "reconnects": "Worker reconnections after a server restart or a fault.",
     "spawned": "Worker processes spawned.",
     "lost": "Running jobs not found again after a restart.",
+    "claims": "Jobs this server claimed from the queue.",
+    "takeovers": "Attempts of other servers whose lease expired, declared lost by this server.",
+    "fenced": "Attempts of this server stopped because the store refused their writes.",
 }
 
 
@@ -370,6 +388,41 @@ async def _job_metrics(server: JobServer) -> list[str]:
     for counter, value in dataclasses.asdict(server.metrics).items():
         help_text = _COUNTER_HELP.get(counter, counter.replace("_", " ") + ".")
         lines += metrics.metric(f"extjob_{counter}_total", "counter", help_text, {(): value})
+    return lines + await _cluster_metrics(server)
+
+
+async def _cluster_metrics(server: JobServer) -> list[str]:
+    """This server's lease, and every server's as the store has it (all servers show the same)."""
+    me = server.config.server_id
+    lines: list[str] = []
+    if server.membership is not None:
+        lines += metrics.metric(
+            "extjob_lease_age_seconds",
+            "gauge",
+            "Seconds since this server last renewed its lease.",
+            {(("server", me),): server.membership.lease_age},
+        )
+    now = now_ms()
+    leases = await server.store.leases()
+    lines += metrics.metric(
+        "extjob_cluster_servers",
+        "gauge",
+        "Servers whose lease has not expired.",
+        {(): sum(lease.expires_at > now for lease in leases)},
+    )
+    lines += metrics.metric(
+        "extjob_cluster_lease_age_seconds",
+        "gauge",
+        "Seconds since each server renewed its lease (by this server's clock).",
+        {(("server", lease.server_id),): (now - lease.renewed_at) / 1000 for lease in leases},
+    )
+    running = await server.store.running_by_owner()
+    lines += metrics.metric(
+        "extjob_cluster_running",
+        "gauge",
+        "Running jobs by the server that runs them.",
+        {(("server", owner),): n for owner, n in running.items()},
+    )
     return lines
 
 

@@ -85,10 +85,11 @@ class _Live:
 class EventHub:
     """Numbers events, keeps the latest ``history`` of them, and writes them to streams."""
 
-    def __init__(self, history: int) -> None:
-        self.boot = secrets.token_hex(4)
+    def __init__(self, history: int, boot: str | None = None, start: int = 0) -> None:
+        self.boot = boot or secrets.token_hex(4)
         self._ring: list[_Frame | None] = [None] * history
-        self._last = 0
+        self._start = start  # the ring holds no event up to this number
+        self._last = start
         self._live: set[_Live] = set()
         self._flush_scheduled = False
         self._next_flush_at = 0.0
@@ -107,12 +108,21 @@ class EventHub:
     def event_id(self, number: int) -> str:
         return f"{self.boot}-{number}"
 
-    def publish(self, name: str, job_id: str | None, data: Mapping[str, Any]) -> None:
-        """Add one event. Cheap and synchronous: safe to call from a bus callback.
+    def publish(
+        self, name: str, job_id: str | None, data: Mapping[str, Any], number: int | None = None
+    ) -> None:
+        """Add one event, numbered here or (cluster) by the shared event log.
 
-        ``data`` is kept until the event is encoded: the caller hands over a
-        mapping nobody changes afterwards."""
-        number = self._last = self._last + 1
+        Cheap and synchronous: safe to call from a bus callback. ``data`` is
+        kept until the event is encoded: the caller hands over a mapping
+        nobody changes afterwards."""
+        if number is None:
+            number = self._last + 1
+        elif number <= self._last:
+            return  # seen already
+        elif number > self._last + 1:
+            self._start = number - 1  # a gap: resuming from before it means a reset
+        self._last = number
         self._ring[number % len(self._ring)] = _Frame(number, job_id, name, data)
         self.published += 1
         if self._live:
@@ -132,14 +142,18 @@ class EventHub:
         if boot != self.boot or not number.isdigit():
             return None
         n = int(number)
-        if n > self._last or n < self._last - len(self._ring):
+        if n > self._last or n < self._oldest():
             return None
         return n
+
+    def _oldest(self) -> int:
+        """The oldest cursor the ring can continue after."""
+        return max(self._start, self._last - len(self._ring))
 
     def since(self, cursor: int, job_id: str | None) -> bytes | None:
         """The frames after ``cursor`` (of one job, or all); None when the ring
         no longer reaches back to ``cursor``."""
-        if cursor < self._last - len(self._ring):
+        if cursor < self._oldest():
             return None
         size = len(self._ring)
         frames = []

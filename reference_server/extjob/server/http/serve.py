@@ -34,6 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--config", required=True, help="the TOML config file")
     p.add_argument("--drain", action="store_true", help="on stop, wait for running jobs")
+    p.add_argument(
+        "--database",
+        help="a SQLite file or a postgresql:// URL shared by several servers "
+        "(default: EXTJOB_DATABASE, else the config's database)",
+    )
+    p.add_argument(
+        "--server-id",
+        help="this server's name in a shared database (default: host name and socket_dir); "
+        "keep it across restarts, so that a restart re-adopts its workers",
+    )
     p.add_argument("--host", help="override [http] host")
     p.add_argument("--port", type=int, help="override [http] port (0: any free port)")
     p.set_defaults(func=_main)
@@ -42,7 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, database=args.database)
+        if args.server_id:
+            config.server_id = args.server_id
         table = dict(config.http)
         table.update({k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
         settings = HttpSettings.from_table(table)
@@ -82,6 +94,7 @@ async def serve(server: JobServer, settings: HttpSettings, drain: bool = False) 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    await server.open()  # the store: the app numbers events as the cluster's log does
     runner = web.AppRunner(
         create_app(server, settings),
         access_log=None,
