@@ -69,6 +69,12 @@ def rss_mb() -> float:
     return 0.0
 
 
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) another process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import orjson
 from _server_common import (
     LOAD_WORKER,
     DeployedServer,
+    process_cpu,
     remove,
     run_async,
     temp_root,
@@ -55,12 +55,6 @@ TARGET_LOSS = 0.20  # a subscriber, or the deployed HTTP layer
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
-
-
-def process_cpu(pid: int) -> float:
-    """Seconds of CPU (user + system) another process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Rate:
