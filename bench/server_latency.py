@@ -5,8 +5,10 @@ millisecond), each carrying its send time on CLOCK_MONOTONIC, which is
 system-wide; an async subscriber of ``job.external.progress`` computes the
 delay on receipt. That covers the socket, decoding and the bus; progress
 events leave at decode, before the store commits them (a log or terminal
-event waits for the commit, REPLAY-2), so no commit is in this figure. Target (issue 4): p99 under
-2 ms.
+event waits for the commit, REPLAY-2), so no commit is in this figure.
+Progress read together is one event, the latest (SRV-3): the delay is that
+of the latest message of each read, the one a subscriber sees. Target
+(issue 4): p99 under 2 ms.
 
 Run: ``python bench/server_latency.py [--smoke]`` or ``python bench/run.py server_latency``.
 """
@@ -41,13 +43,13 @@ async def measure(seconds: float) -> list[float]:
                 job_id = await server.enqueue(
                     "paced", {"mode": "paced", "rate": RATE, "seconds": seconds}
                 )
-                expected = int(seconds * 1000) * (RATE // 1000)
                 deadline = time.monotonic() + seconds + 60
-                while len(delays) < expected and time.monotonic() < deadline:
+                while (job := await server.get(job_id)) is not None and job.status != "completed":
+                    assert time.monotonic() < deadline, job
                     await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1)  # the last event, emitted before the commit, is in
                 consumer.cancel()
-                job = await server.get(job_id)
-                assert len(delays) == expected, (len(delays), expected, job)
+                assert delays, "no progress event reached the subscriber"
             return delays
     finally:
         remove(root)
@@ -61,8 +63,8 @@ def run(smoke: bool) -> list[str]:
         p99 = delays[int(len(delays) * 0.99) - 1]
         return [
             "server_latency: progress message -> event-bus subscriber (issue 4)",
-            f"  {len(delays):,} messages at {RATE:,}/s: p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
-            f"max {delays[-1]:.3f} ms (target p99 < 2 ms)",
+            f"  {len(delays):,} events for {RATE:,} messages/s: p50 {p50:.3f} ms, "
+            f"p99 {p99:.3f} ms, max {delays[-1]:.3f} ms (target p99 < 2 ms)",
         ]
 
     return run_async(main)
