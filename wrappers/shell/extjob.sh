@@ -55,13 +55,15 @@
 # ---------------------------------------------------------------- public API
 
 #######################################
-# Reads the payload, connects and sends `started`.
+# Reads the payload, connects and sends `started`. Returns once the first
+# connection is up; without one within reconnectWindowMs (or with every
+# hello refused) it exits 1 after one line on stderr (RECONNECT-6).
 # Globals (set): JOB_ID, JOB_NAME, JOB_DATA (compact JSON), JOB_ATTEMPT,
 #   JOB_MAX_ATTEMPTS, JOB_CHECKPOINT (compact JSON, empty when none)
 # Arguments: [heartbeat seconds], used only when the payload has no
 #   heartbeatIntervalMs (the original's job_init argument)
 # Outputs: one line on stderr and exit 2 on a missing or malformed payload or
-#   a missing tool (PAY-6)
+#   a missing tool (PAY-6); exit 1 when no connection came up (RECONNECT-6)
 # Example: job_init
 #######################################
 job_init() {
@@ -69,6 +71,7 @@ job_init() {
   _extjob_check_tools || exit 2
   _extjob_read_payload "$hb_arg" || exit 2
   _extjob_start_agent || exit 2
+  _extjob_wait_up || exit 1
   _extjob_send started ''
 }
 
@@ -605,8 +608,10 @@ _extjob_choose_connector() {
   esac
 }
 
-# Runs one of the few jobs bash cannot do well itself, on stdin, with jq
-# when it is installed, else with python3 (the program _extjob_py):
+# Runs one of the few jobs bash cannot do well itself, on stdin, with
+# python3 (the program _extjob_py) when it is here, else with jq; but
+# job_data_get's filters with jq when it is here (its language). python3
+# first: jq 1.6 refuses lone surrogate escapes (FRAME-2), python3 repairs them.
 #   text        stdin as a JSON string (invalid UTF-8 becomes U+FFFD)
 #   json KIND   stdin as one compact JSON value of KIND (value, object or
 #               string), or a line ending in ": PROBLEM" and status 1
@@ -615,7 +620,7 @@ _extjob_choose_connector() {
 #   payload     the payload's fields, each ending in a NUL (see below), or
 #               one line saying what is wrong
 _extjob_tool() {
-  if [[ -z ${_extjob_jq} ]]; then
+  if [[ -n ${_extjob_python} && ($1 != get || -z ${_extjob_jq}) ]]; then
     "${_extjob_python}" -I -S -c "${_extjob_py}" "$@"
     return
   fi
@@ -768,6 +773,17 @@ _extjob_start_agent() {
   eval "previous=${previous% EXIT}"
   # shellcheck disable=SC2064 # the earlier trap is meant to be expanded now
   trap "_extjob_on_exit \$?${previous:+; ${previous}}" EXIT
+}
+
+# RECONNECT-6: the job code runs once the first connection is up. The agent
+# says `up`, or gives up once reconnectWindowMs has passed without it (and
+# says why, in one line on stderr).
+_extjob_wait_up() {
+  local said=''
+  read -r -u "${_extjob_done_fd}" said
+  [[ ${said} == up ]] && return 0
+  _extjob_done=never-up # nothing was sent: the EXIT trap has nothing to do
+  return 1
 }
 
 # Hands a message to the agent (LIMIT-1: never one the server would refuse).
@@ -937,7 +953,7 @@ _extjob_agent() {
   local _a_conn=0 _a_state=down _a_sock='' _a_pid='' _a_retry_at=0 _a_backoff=100
   local _a_hb=${_extjob_hb} _a_hb_at=0 _a_answer_at=0 _a_last_progress=0
   local _a_started='' _a_ended='' _a_refused='' _a_cancel_cb='' _a_failed=''
-  local _a_taken=0 _a_settled=0 _a_poll=100
+  local _a_taken=0 _a_settled=0 _a_poll=100 _a_ever_up=''
   [[ ${_extjob_via} == python3 ]] && _a_poll=1000
   local _a_replay='' _a_ext='' _a_now=0 _a_ts=0 _a_last_ts=0 _a_line _a_t _a_down_since
   [[ ${_extjob_features} == *' auth '* ]] && _a_ext=1
@@ -958,7 +974,7 @@ _extjob_agent() {
   done
   _extjob_a_disconnect graceful
   rm -rf "${_extjob_dir}"
-  printf '%s\n' "${_a_ended}" >&"${_a_done}" # completed, failed, exit or gone
+  printf '%s\n' "${_a_ended}" >&"${_a_done}" # completed, failed, exit, gone or never-up
 }
 
 # Sets _a_now to the wall clock in milliseconds.
@@ -989,7 +1005,8 @@ _extjob_a_wait_time() {
   fi
   ((_a_hb_at && _a_hb_at < next)) && next=${_a_hb_at}
   ((_a_answer_at && _a_answer_at < next)) && next=${_a_answer_at}
-  if [[ -n ${_a_ended} && ${_a_state} != up ]] && ((_a_down_since + _extjob_window < next)); then
+  if [[ (-n ${_a_ended} || -z ${_a_ever_up}) && ${_a_state} != up ]] \
+    && ((_a_down_since + _extjob_window < next)); then
     next=$((_a_down_since + _extjob_window))
   fi
   local ms=$((next - _a_now))
@@ -1039,6 +1056,13 @@ _extjob_a_timers() {
 }
 
 _extjob_a_should_exit() {
+  if [[ -z ${_a_ever_up} ]]; then # RECONNECT-6
+    ((_a_now - _a_down_since >= _extjob_window)) || return 1
+    [[ -n ${_a_refused} ]] || printf 'extjob.sh: %s: no connection within reconnectWindowMs (%s ms); the job code did not run (RECONNECT-6)\n' \
+      "${_extjob_socket}" "${_extjob_window}" >&2 # a refusal has said so (AUTH-4)
+    _a_ended=never-up
+    return 0
+  fi
   [[ -n ${_a_ended} ]] || return 1
   if [[ ${_a_state} == up ]]; then
     # Delivered: acknowledged with replay, written without (EXIT-3).
@@ -1296,8 +1320,7 @@ _extjob_a_connected() {
     ((_a_answer_at = _a_now + (_a_hb > 2000 ? _a_hb : 2000)))
     return 0
   fi
-  _a_state=up
-  _a_backoff=100
+  _extjob_a_up
   if [[ -n ${_a_started} && -z ${_a_ob[1]+x} ]]; then
     _extjob_a_stamp
     _extjob_a_write "{\"type\":\"started\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}}" \
@@ -1306,12 +1329,20 @@ _extjob_a_connected() {
   _extjob_a_flush
 }
 
+# The connection is up (for the first time: the job code may run now).
+_extjob_a_up() {
+  _a_state=up
+  _a_backoff=100
+  [[ -n ${_a_ever_up} ]] && return 0
+  _a_ever_up=1
+  printf 'up\n' >&"${_a_done}"
+}
+
 _extjob_a_welcome() {
   local last_seq=${1:-0} hb=${2:-0}
   [[ ${_a_state} == hello ]] || return 0
   _extjob_now
-  _a_state=up
-  _a_backoff=100
+  _extjob_a_up
   _a_answer_at=0
   ((hb >= 10)) && _a_hb=${hb}
   _extjob_a_ack "${last_seq}"
@@ -1624,13 +1655,23 @@ class Connector:
         self.say("C " + conn)
 
     def read(self, sock, conn):
-        stream = sock.makefile("rb")
+        pending, junk = b"", False  # junk: skipping a line over 32 MiB
         try:
-            for line in stream:
-                e = event(line, conn)
-                if e is not None:
-                    self.say(e)
-        except (OSError, ValueError):
+            while True:
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                if junk and lines:
+                    junk = False
+                    lines.pop(0)
+                if len(pending) > 1 << 25:
+                    pending, junk = b"", True
+                said = [e for e in (event(line, conn) for line in lines) if e is not None]
+                if said:  # one write and one wake for all that a read brought
+                    self.say("\n".join(said))
+        except OSError:
             pass
         self.say("E " + conn)
 

@@ -493,7 +493,7 @@ def test_reconnect_3_retries_while_the_job_runs_however_long(make_peer, run_work
         FIXTURE,
         payload(peer, fixture("sleep", ms=3000), spoolPath=str(spool), reconnectWindowMs=200),
     )
-    peer.wait_type("started")
+    peer.wait_type("started", timeout=60)  # the job's own clock runs from here
     peer.stop()
     time.sleep(0.8)  # longer than the window, but the job code still runs
     peer.start()
@@ -611,16 +611,44 @@ def test_ctrl_6_unknown_and_broken_server_lines_are_ignored(make_peer, run_worke
     assert len(peer.messages("hello")) == 1  # still the first connection
 
 
-def test_auth_4_refused_worker_stops_reconnecting(make_peer, run_worker, script):
+def test_auth_4_refused_worker_stops_reconnecting_and_tells_the_job_code(
+    make_peer, run_worker, script
+):
     peer = make_peer()
-    peer.hello_reply = {"type": "error", "code": "auth", "message": "bad token"}
     job = script(
         'job_init\nuntil job_cancel_requested; do sleep 0.05; done\njob_fail "$(job_cancel_reason)"'
     )
-    worker = run_worker(job, payload(peer))
+    worker = run_worker(job, payload(peer, reconnectWindowMs=500))
+    peer.wait_type("started")
+    peer.hello_reply = {"type": "error", "code": "auth", "message": "bad token"}
+    peer.drop()  # the next hello is refused: fenced off
     assert worker.wait() == 1
     assert b"AUTH-4" in worker.stderr
+    assert types(peer.messages()) == ["hello", "started", "hello"]  # no retry after it
+
+
+def test_reconnect_6_every_hello_refused_exits_1_without_running_the_job_code(
+    make_peer, run_worker, script
+):
+    peer = make_peer()
+    peer.hello_reply = {"type": "error", "code": "auth", "message": "bad token"}
+    worker = run_worker(script("job_init\nexit 7"), payload(peer, reconnectWindowMs=500))
+    assert worker.wait() == 1
+    assert worker.stderr.count(b"\n") == 1 and b"AUTH-4" in worker.stderr
     assert types(peer.messages()) == ["hello"]
+
+
+@pytest.mark.parametrize("ext", [False, True], ids=["v1", "extended"])
+def test_reconnect_6_no_server_exits_1_after_the_window_without_running_the_job_code(
+    make_peer, run_worker, script, ext
+):
+    peer = make_peer(ext=ext)
+    peer.stop()  # nobody listens
+    start = time.monotonic()
+    worker = run_worker(script("job_init\nexit 7"), payload(peer, ext=ext, reconnectWindowMs=500))
+    assert worker.wait() == 1
+    assert time.monotonic() - start >= 0.5
+    assert worker.stderr.count(b"\n") == 1 and b"RECONNECT-6" in worker.stderr
 
 
 def test_ckpt_checkpoint_saved_then_resumed(make_peer, run_worker):
@@ -746,8 +774,8 @@ def test_replay_6_full_buffer_drops_the_oldest_logs_and_says_so(
 ):
     peer = make_peer()
     job = script(
-        'until [[ -e "$AWAY" ]]; do sleep 0.05; done\n'
         "job_init\n"
+        'until [[ -e "$AWAY" ]]; do sleep 0.05; done\n'
         'for ((i = 1; i <= 10100; i++)); do job_info "l $i"; done\n'
         "job_checkpoint '{\"kept\": true}'\n"
         'touch "$QUEUED"\n'
@@ -757,7 +785,8 @@ def test_replay_6_full_buffer_drops_the_oldest_logs_and_says_so(
     flags = {name: tmp_path / name.lower() for name in ("AWAY", "QUEUED", "BACK")}
     env = {name: str(path) for name, path in flags.items()}
     worker = run_worker(job, payload(peer), env=env)
-    peer.stop()  # away before the job starts: nothing is acknowledged
+    peer.wait_type("started")
+    peer.stop()  # away before the job code logs: nothing of that is acknowledged
     flags["AWAY"].touch()
     deadline = time.monotonic() + 120
     while not flags["QUEUED"].exists():
@@ -894,34 +923,26 @@ def test_no_files_left_behind(make_peer, run_worker, tmp_path, scenario):
     assert list(tmp.iterdir()) == []  # the agent removed its directory
 
 
-def test_replay_6_full_buffer_before_the_first_welcome_holds_back_and_drops_nothing(
+def test_replay_6_nothing_is_dropped_while_the_first_welcome_is_awaited(
     make_peer, run_worker, script, tmp_path
 ):
     # The quarantined race: the agent took 10,000 messages while its first
     # connection still waited for the welcome and dropped logs as if the
-    # server were away, so the job shell ran on. Here the welcome is held
-    # back until the job shell has had time to run past the buffer.
+    # server were away, so the job shell ran on. Now the job code runs only
+    # once the first connection is up (RECONNECT-6), and no log goes before
+    # a connection has failed.
     peer = make_peer()
     peer.ext = False  # no welcome until the test sends one
-    flags = {name: tmp_path / name.lower() for name in ("FULL", "PAST")}
+    ran = tmp_path / "ran"
     job = script(
-        "job_init\n"
-        "for ((i = 1; i <= 10100; i++)); do\n"
-        '  job_info "l $i"\n'
-        '  ((i == 9999)) && touch "$FULL"\n'
-        '  ((i == 10001)) && touch "$PAST"\n'
-        "done\n"
+        'job_init\ntouch "$RAN"\nfor ((i = 1; i <= 10100; i++)); do job_info "l $i"; done\n'
         "job_complete"
     )
     slow = {"heartbeatIntervalMs": 30000, "heartbeatTimeoutMs": 90000}  # AUTH-2 waits 30 s
-    worker = run_worker(job, payload(peer, **slow), env={k: str(v) for k, v in flags.items()})
+    worker = run_worker(job, payload(peer, **slow), env={"RAN": str(ran)})
     peer.wait_type("hello")
-    deadline = time.monotonic() + 60
-    while not flags["FULL"].exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
     time.sleep(0.5)
-    assert not flags["PAST"].exists()  # held back: 10,000 with started
+    assert not ran.exists()  # held in job_init until the welcome
     hello = peer.messages("hello")[-1]
     peer.ext = True
     peer.send({"type": "welcome", "protocolVersion": 1, "features": hello["features"], "lastSeq": 0,
