@@ -1,13 +1,16 @@
-"""Reports: JSON for machines (the primary form), JUnit XML for CI, text for people."""
+"""Reports: JSON for machines (the primary form), JUnit XML for CI, GitHub
+annotations, text for people. The machine formats are written by
+``extjob.reporting``, which ``extjob validate`` shares; a FAIL finding is an
+``error`` there, a NON-STRICT one a ``warning``."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
-from xml.etree import ElementTree as ET
+
+from extjob import reporting
 
 from .model import ERROR, FAIL, NON_STRICT, PASS, SKIP, VERDICTS, CaseResult
 
@@ -39,46 +42,56 @@ def to_json(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
         "summary": summary(results),
         "cases": [asdict(r) for r in results],
     }
-    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    return reporting.to_json(document)
 
 
 def to_junit(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
-    suites = ET.Element("testsuites", name="extjob conformance")
+    suites = []
     for feature in summary(results):
-        mine = [r for r in results if r.feature == feature]
-        suite = ET.SubElement(
-            suites,
-            "testsuite",
-            name=feature,
-            tests=str(len(mine)),
-            failures=str(sum(r.verdict == FAIL for r in mine)),
-            errors=str(sum(r.verdict == ERROR for r in mine)),
-            skipped=str(sum(r.verdict == SKIP for r in mine)),
+        suite = reporting.Suite(feature)
+        for r in results:
+            if r.feature == feature:
+                suite.cases.append(_junit_case(r, feature))
+        suites.append(suite)
+    return reporting.junit("extjob conformance", suites)
+
+
+def _junit_case(r: CaseResult, feature: str) -> reporting.TestCase:
+    case = reporting.TestCase(r.case_id, f"conformance.{feature}", r.duration_s)
+    if r.verdict == SKIP:
+        case.skipped = r.reason
+    elif r.verdict == ERROR:
+        case.error = r.reason
+    elif r.verdict == FAIL:
+        first = next(f for f in r.findings if f.verdict == FAIL)
+        case.failure = (f"{first.requirement}: {first.message}", first.requirement, _details(r))
+    if r.verdict in (NON_STRICT, FAIL, ERROR):
+        case.output = "\n".join(r.transcript)
+    return case
+
+
+def to_github(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
+    """One annotation per finding (and per harness error), titled with its requirement."""
+    annotations = [
+        reporting.Annotation(
+            "error" if f.verdict == FAIL else "warning",
+            f.requirement,
+            f"{r.case_id}: {f.message}"
+            + (
+                f" (expected {f.expected}, observed {f.observed})"
+                if f.expected or f.observed
+                else ""
+            ),
         )
-        for r in mine:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                classname=f"conformance.{feature}",
-                name=r.case_id,
-                time=f"{r.duration_s:.3f}",
-            )
-            if r.verdict == SKIP:
-                ET.SubElement(case, "skipped", message=r.reason)
-            elif r.verdict == ERROR:
-                ET.SubElement(case, "error", message="harness error").text = r.reason
-            elif r.verdict == FAIL:
-                first = next(f for f in r.findings if f.verdict == FAIL)
-                ET.SubElement(
-                    case,
-                    "failure",
-                    message=f"{first.requirement}: {first.message}",
-                    type=first.requirement,
-                ).text = _details(r)
-            if r.verdict in (NON_STRICT, FAIL, ERROR):
-                ET.SubElement(case, "system-out").text = "\n".join(r.transcript)
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, "unicode") + "\n"
+        for r in results
+        for f in r.findings
+    ]
+    annotations += [
+        reporting.Annotation("error", "harness", f"{r.case_id}: harness error (not the worker's)")
+        for r in results
+        if r.verdict == ERROR
+    ]
+    return reporting.github(annotations)
 
 
 def to_text(results: Sequence[CaseResult], meta: dict[str, Any]) -> str:
@@ -129,4 +142,4 @@ def _details(r: CaseResult) -> str:
     return "\n".join(lines)
 
 
-FORMATS = {"text": to_text, "json": to_json, "junit": to_junit}
+FORMATS = {"text": to_text, "json": to_json, "junit": to_junit, "github": to_github}

@@ -19,7 +19,7 @@ Embedding it::
         await server.running(); await server.counts(); server.metrics
 
 ``server.events.on("job.*.completed", callback)`` registers a synchronous
-callback. ``extjob.server.main.serve(config_path, drain=False)`` runs a server
+callback. ``extjob.server.main.run(config_path, drain=False)`` runs a server
 until SIGTERM or SIGINT; ``python -m extjob.server CONFIG [--drain]`` does
 the same from a shell.
 

@@ -1,4 +1,5 @@
-"""Running a server as a process: ``serve(config_path, drain=False)``.
+"""Running a server as a process, without the HTTP API (``extjob serve`` has
+it): ``run(config_path, drain=False)``.
 
 SIGTERM and SIGINT stop it gracefully: workers keep running (or, with
 ``drain``, the server first waits for them), and the next start re-adopts
@@ -22,7 +23,7 @@ from .server import JobServer
 log = logging.getLogger("extjob.server")
 
 
-async def serve(
+async def run(
     config_path: str | os.PathLike[str], drain: bool = False, database: str | None = None
 ) -> None:
     server = JobServer(load_config(config_path, database=database))
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(args.config, drain=args.drain, database=args.database))
+        asyncio.run(run(args.config, drain=args.drain, database=args.database))
     except ValueError as exc:
         print(f"extjob: {exc}", file=sys.stderr)
         return 2

@@ -18,10 +18,10 @@ from .. import Event, Job, JobServer
 from ..models import now_ms
 from ..store import StoredEvent
 from . import events, metrics
+from .inputs import RequestError, enqueue_options, query_status
 from .openapi import OPENAPI
 from .paging import number_cursor, page, page_query
 from .settings import HttpSettings
-from .validate import RequestError, enqueue_options, query_status
 
 STATIC = Path(__file__).parent / "static"
 STARTED_AT = web.AppKey("started_at", float)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .validate import RequestError, query_int
+from .inputs import RequestError, query_int
 
 MAX_LIMIT = 1000
 MAX_CURSOR_CHARS = 256

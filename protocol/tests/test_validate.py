@@ -78,9 +78,9 @@ def test_junit_format_is_xml_with_one_case_per_stream() -> None:
     )
     suite = ElementTree.fromstring(result.stdout)
     assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
-    failure = suite.find("testcase/failure")
+    failure = suite.find("testsuite/testcase/failure")
     assert failure is not None and failure.get("message") == "4 error(s)"
-    warnings = suite.find("testcase/system-out")
+    warnings = suite.find("testsuite/testcase/system-out")
     assert warnings is not None and "warning: LIFE-1" in (warnings.text or "")
 
 
@@ -210,4 +210,4 @@ def test_life_2_the_original_python_wrappers_heartbeat_first_is_a_warning_in_eve
     assert junit.returncode == 0
     suite = ElementTree.fromstring(junit.stdout)
     assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
-    assert "warning: LIFE-1" in (suite.findtext("testcase/system-out") or "")
+    assert "warning: LIFE-1" in (suite.findtext("testsuite/testcase/system-out") or "")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import multiprocessing
 import os
 import sys
@@ -24,8 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
-from xml.etree import ElementTree
 
+from extjob import reporting
 from extjob.protocol import (
     DEFAULT_MAX_LINE_BYTES,
     LineBuffer,
@@ -45,7 +44,7 @@ GC_THRESHOLD = 100_000  # allocations between two runs of the cyclic collector
 
 
 @dataclass(frozen=True)
-class Finding:
+class StreamFinding:
     """A problem at a line of a stream (``line`` None: the stream as a whole)."""
 
     source: str
@@ -57,7 +56,7 @@ class Finding:
 class StreamReport:
     source: str
     lines: int = 0
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[StreamFinding] = field(default_factory=list)
 
 
 def schema_problems(lines: list[bytes]) -> list[tuple[int, Problem]]:
@@ -114,7 +113,7 @@ class Validator:
                 self._apply(*in_flight.popleft(), checker, report)
         while in_flight:
             self._apply(*in_flight.popleft(), checker, report)
-        report.findings += [Finding(source, None, problem) for problem in checker.finish()]
+        report.findings += [StreamFinding(source, None, problem) for problem in checker.finish()]
         report.findings.sort(key=lambda f: f.line or 0)
         return report
 
@@ -140,7 +139,7 @@ class Validator:
                 if isinstance(line, OversizedLine):
                     limit = f"{line.size} bytes, over the limit of {self.max_line_bytes}"
                     problem = Problem("LIMIT-1", None, f"line of {limit}")
-                    report.findings.append(Finding(report.source, report.lines, problem))
+                    report.findings.append(StreamFinding(report.source, report.lines, problem))
                 elif line.strip():  # FRAME-3: blank lines are ignored
                     batch.append((report.lines, line))
             if len(batch) >= BATCH_LINES:
@@ -168,7 +167,7 @@ class Validator:
                     message = message_of(parse_line(line))
                 if not (problems := check(message, line)):
                     continue  # the common case, kept cheap
-            findings += [Finding(source, number, problem) for problem in problems]
+            findings += [StreamFinding(source, number, problem) for problem in problems]
 
 
 @contextlib.contextmanager
@@ -201,11 +200,11 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _where(finding: Finding) -> str:
+def _where(finding: StreamFinding) -> str:
     return f"{finding.source}:{finding.line}" if finding.line else finding.source
 
 
-def _graded(finding: Finding) -> str:
+def _graded(finding: StreamFinding) -> str:
     """``file:line: error: REQ: ...`` or ``...: warning: ...``, as compilers write them."""
     return f"{_where(finding)}: {finding.problem.severity}: {finding.problem}"
 
@@ -251,48 +250,38 @@ def write_json(reports: list[StreamReport], out: TextIO) -> None:
         "errors": _count(reports, "error"),
         "warnings": _count(reports, "warning"),
     }
-    out.write(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+    out.write(reporting.to_json(document))
 
 
 def write_github(reports: list[StreamReport], out: TextIO) -> None:
     """GitHub Actions workflow commands: one annotation per problem, ``::error`` or
     ``::warning`` by its severity."""
-    for report in reports:
-        for finding in report.findings:
-            line = f",line={finding.line}" if finding.line else ""
-            text = str(finding.problem).replace("%", "%25").replace("\n", "%0A")
-            title = finding.problem.requirement
-            command = finding.problem.severity
-            out.write(f"::{command} file={finding.source}{line},title={title}::{text}\n")
+    out.write(
+        reporting.github(
+            reporting.Annotation(
+                f.problem.severity, f.problem.requirement, str(f.problem), f.source, f.line
+            )
+            for r in reports
+            for f in r.findings
+        )
+    )
 
 
 def write_junit(reports: list[StreamReport], out: TextIO) -> None:
     """One test case per stream: its errors are the failure's text; a stream with
     warnings only passes, its warnings in ``system-out``."""
-    failures = sum(1 for r in reports if any(f.problem.severity == "error" for f in r.findings))
-    suite = ElementTree.Element(
-        "testsuite", name="extjob validate", tests=str(len(reports)), failures=str(failures)
-    )
+    suite = reporting.Suite("extjob validate")
     for report in reports:
-        case = ElementTree.SubElement(
-            suite, "testcase", classname="extjob.validate", name=report.source
-        )
+        case = reporting.TestCase(report.source, "extjob.validate")
         errors = [f for f in report.findings if f.problem.severity == "error"]
         warnings = [f for f in report.findings if f.problem.severity == "warning"]
         if errors:
-            failure = ElementTree.SubElement(
-                case,
-                "failure",
-                message=f"{len(errors)} error(s)",
-                type=errors[0].problem.requirement,
-            )
-            failure.text = "\n".join(_graded(f) for f in errors)
+            details = "\n".join(_graded(f) for f in errors)
+            case.failure = (f"{len(errors)} error(s)", errors[0].problem.requirement, details)
         if warnings:
-            ElementTree.SubElement(case, "system-out").text = "\n".join(
-                _graded(f) for f in warnings
-            )
-    ElementTree.indent(suite)
-    out.write(ElementTree.tostring(suite, encoding="unicode") + "\n")
+            case.output = "\n".join(_graded(f) for f in warnings)
+        suite.cases.append(case)
+    out.write(reporting.junit("extjob validate", [suite]))
 
 
 WRITERS: dict[str, Callable[[list[StreamReport], TextIO], None]] = {
