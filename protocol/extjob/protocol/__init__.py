@@ -16,6 +16,18 @@ place.
   and the replay rules, and says what to do with each message
   (:class:`Verdict`).
 - :class:`StreamChecker` applies the stream rules of SPEC section 9.
+- :class:`ServerAttempt` is the server's side of one attempt, after h11's
+  ``Connection``: each :class:`ServerConnection` takes bytes and returns an
+  :class:`Intake` (what to record, what was discarded and why), and owes
+  the replies (welcome, ack, error, cancel) as bytes. It decides binding,
+  the hello checks, negotiation (:func:`negotiate`), REPLAY-5 around the
+  store's transaction, silence and cancel, and reads spool files like a
+  connection. The reference server, the conformance harness's fake server
+  and the wrappers' test peers all drive it.
+- :func:`outcome` decides how an attempt ends (EXIT-1, CANCEL-4, TIMEOUT-1,
+  CKPT-4); :func:`build_payload` and :func:`payload_environment` make what a
+  worker is given (PAY-2/3, ENV-1). :data:`KINDS` is the one table of what
+  each message type is; the other type lists derive from it.
 - The timing rules and defaults of SPEC sections 6 and 12 are functions and
   constants; the builders :func:`welcome`, :func:`ack`, :func:`cancel` and
   :func:`error` make server -> worker messages.
