@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterator
 from itertools import islice, pairwise
 from typing import Any
 
-from extjob.protocol import decode, reconnect_delays_ms, terminal_ack_timeout_ms
+from extjob.protocol import (
+    SEQUENCED_TYPES,
+    decode,
+    reconnect_delays_ms,
+    terminal_ack_timeout_ms,
+)
 
 from . import checks
 from .drives import cancel_deadline_ms
@@ -329,7 +334,7 @@ def replayed(run: Run) -> Iterator[Finding]:
 
 def every_sequenced_has_seq(run: Run) -> Iterator[Finding]:
     """REPLAY-1: with replay, every sequenced type carries seq."""
-    for message in run.messages("started", "progress", "log", "checkpoint", "completed", "failed"):
+    for message in run.messages(*SEQUENCED_TYPES):
         if message.seq is None:
             yield fail(
                 "REPLAY-1",

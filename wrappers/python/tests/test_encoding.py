@@ -114,3 +114,11 @@ def test_frame_2_progress_fast_path_writes_what_the_encoder_writes(
     if message is not None:
         fields["message"] = message
     assert _progress_body(percent, message) == _encode_json(fields)
+
+
+def test_replay_1_the_wrapper_sequences_the_types_the_core_does() -> None:
+    """The wrapper has no dependencies, so it keeps its own list: it must be the core's."""
+    import extjob_worker
+    from extjob.protocol import SEQUENCED_TYPES
+
+    assert extjob_worker._SEQUENCED == SEQUENCED_TYPES
