@@ -121,6 +121,9 @@ func (s *session) connect() (net.Conn, *lineReader) {
 			return c, r
 		case m.Type == "error" && m.Code == "auth":
 			c.Close() // AUTH-4: the server refused this attempt's token
+			s.mu.Lock()
+			s.refused = true
+			s.mu.Unlock()
 			return nil, nil
 		}
 	}

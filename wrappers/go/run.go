@@ -56,8 +56,12 @@ func run(ctx context.Context, stdin io.Reader, getenv func(string) string, stder
 	// started goes out before the job code runs (MSG-3). A server that is
 	// never reached in the reconnect window means the job code never runs
 	// (RECONNECT-6); one that goes away later does not stop it (RECONNECT-1).
-	if !job.s.awaitStarted(ctx) {
-		fmt.Fprintf(stderr, "extjob: cannot connect to %s within reconnectWindowMs (%d ms); the job code did not run (RECONNECT-6)\n", p.SocketPath, p.ReconnectWindowMs)
+	if ok, refused := job.s.awaitStarted(ctx); !ok {
+		why := "cannot connect to " + p.SocketPath
+		if refused {
+			why = "the server refused this attempt's token (auth, AUTH-4) at " + p.SocketPath
+		}
+		fmt.Fprintf(stderr, "extjob: %s within reconnectWindowMs (%d ms); the job code did not run (RECONNECT-6)\n", why, p.ReconnectWindowMs)
 		return 1
 	}
 	result, err, stack := call(handler, job)

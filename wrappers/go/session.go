@@ -84,6 +84,7 @@ type session struct {
 	ready chan struct{} // closed once started is written, or a connection failed, or none was ever made
 	// unreachable: no first connection within the reconnect window (RECONNECT-6)
 	unreachable bool
+	refused     bool // a hello was answered with error auth (AUTH-4)
 	readyOnce   sync.Once
 	wake        chan struct{} // something to write, an ack, or the job code ended
 	ended       chan struct{} // closed when the terminal message is queued
@@ -133,14 +134,14 @@ func (s *session) start() {
 // once a connection was made and failed. It reports false when the first
 // connection could not be made within reconnectWindowMs (RECONNECT-6): the
 // job code must not run.
-func (s *session) awaitStarted(ctx context.Context) bool {
+func (s *session) awaitStarted(ctx context.Context) (ok, refused bool) {
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.unreachable
+	return !s.unreachable, s.refused
 }
 
 // markUnreachable ends a session whose first connection was never made.

@@ -453,6 +453,14 @@ def spooled(run: Run) -> Iterator[Finding]:
         return
     yield from _spooled_hello(run, messages[0])
     yield from _spooled_messages(run, messages[1:])
+    if not run.server.collect_spool(path.read_bytes()):
+        yield fail(
+            "SPOOL-2",
+            "a server would reject this spool file (SPOOL-3: its hello fails AUTH-4, "
+            "or names no spool in force, NEG-2)",
+            "accepted",
+            "rejected",
+        )
 
 
 def _spooled_hello(run: Run, hello: Any) -> Iterator[Finding]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -112,7 +113,7 @@ class FakeServer:
         return ServerAttempt(
             self.job_id,
             token or self.token,
-            now=asyncio.get_running_loop().time(),
+            now=time.monotonic(),  # the default event loop's clock too
             offered=self.offered,
             heartbeat_timeout_ms=self.heartbeat_timeout_ms,
             max_line_bytes=self.max_line_bytes,
@@ -162,6 +163,11 @@ class FakeServer:
             await self.listen_unix(self._path)
         else:
             await self.listen_tcp()
+
+    def collect_spool(self, data: bytes) -> bool:
+        """Whether a restarted server would take this spool file (SPOOL-3): its
+        hello passes AUTH-4 with spool in force, as the core decides."""
+        return self._attempt(adopted=True).apply_spool(data, 0.0) is not None
 
     def drop_connections(self, why: str = "connection dropped by the harness") -> None:
         for conn in self.connections:
