@@ -26,17 +26,35 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
 from extjob.protocol import retry_delay_ms
 
-from .models import Event, now_ms
-from .store import CANCEL, EVENTS, WAKE, Lost, SharedStore, StoredEvent
+from .config import JobDefinition, ServerConfig
+from .events import EventBus
+from .models import Event, Metrics, now_ms
+from .run import AttemptRun
+from .store import CANCEL, EVENTS, WAKE, Lost, SharedStore, Store, StoredEvent
 
-if TYPE_CHECKING:
-    from .server import JobServer
+
+class ClusterHost(Protocol):
+    """What membership and the event feed need of the server that joins (the
+    ``JobServer``): a protocol, so that this module does not import it back."""
+
+    config: ServerConfig
+    jobs: dict[str, JobDefinition]
+    runs: dict[str, AttemptRun]
+    metrics: Metrics
+    events: EventBus
+
+    @property
+    def store(self) -> Store: ...
+    def wake(self) -> None: ...
+    def abandon(self, run: AttemptRun) -> None: ...
+    def cancel_here(self, run: AttemptRun) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +64,7 @@ PUBLISH_RETRY_SECONDS = 0.5
 
 
 class Membership:
-    def __init__(self, server: JobServer) -> None:
+    def __init__(self, server: ClusterHost) -> None:
         self.server = server
         self.store = server.store
         self.server_id = server.config.server_id
@@ -179,7 +197,7 @@ StoredListener = Callable[[StoredEvent], None]
 class EventFeed:
     """This server's events into the shared log; everybody else's onto this server's bus."""
 
-    def __init__(self, server: JobServer, store: SharedStore) -> None:
+    def __init__(self, server: ClusterHost, store: SharedStore) -> None:
         self.server = server
         self.store = store
         self.origin = server.config.server_id
