@@ -26,18 +26,21 @@ for (const tcp of [false, true]) {
 
 test("HB-2: heartbeats go on while the job code blocks its thread (Atomics.wait)", async () => {
   const p = await peer();
-  const w = worker(v1Payload(p, { scenario: "sleep", ms: 1200 }, { heartbeatIntervalMs: 50 }));
+  const w = worker(v1Payload(p, { scenario: "sleep", ms: 3000 }, { heartbeatIntervalMs: 50 }));
   assert.equal(await w.wait(), 0);
   await p.waitType("completed");
   const received = p.received;
   assert.equal(received[0]!.message.type, "started");
   assert.equal(received.at(-1)!.message.type, "completed");
-  const beats = received.filter((r) => r.message.type === "heartbeat").map((r) => r.at);
-  assert.ok(beats.length >= 8 && beats.length <= 1200 / 25 + 2, `${beats.length} heartbeats`);
-  const times = [received[0]!.at, ...beats, received.at(-1)!.at];
+  const beats = received.filter((r) => r.message.type === "heartbeat");
+  assert.ok(beats.length >= 8 && beats.length <= 3000 / 25 + 2, `${beats.length} heartbeats`);
+  // Judged by the worker's own timestamps (receipt times bunch up when this
+  // test process is starved), with a bound far below the 3 s the job code
+  // blocks: a heartbeat on the job's thread shows one gap of the whole block.
+  const times = [received[0]!, ...beats, received.at(-1)!].map((r) => r.message.timestamp as number);
   const gaps = times.slice(1).map((t, i) => t - times[i]!);
-  assert.ok(Math.max(...gaps) < 50 + 400, `gaps ${gaps.map(Math.round)}`);
-  assert.deepEqual(p.messages("completed")[0]!.result, { slept: 1200 });
+  assert.ok(Math.max(...gaps) < 1500, `gaps ${gaps.map(Math.round)}`);
+  assert.deepEqual(p.messages("completed")[0]!.result, { slept: 3000 });
   await p.stop();
 });
 
