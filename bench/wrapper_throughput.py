@@ -193,7 +193,8 @@ def progress_rate(argv: list[str], root: Path, count: int) -> tuple[float, float
         assert worker.returncode == 0, worker.stderr.read() if worker.stderr else b""
         assert first is not None and done is not None, "no completed message"
         cpu_us = (usage.ru_utime + usage.ru_stime) / count * 1e6
-        return count / max(done - first, 1e-6), cpu_us
+        # Everything in one read (a small smoke run of the raw client): no rate to tell.
+        return (count / (done - first) if done > first else float("nan")), cpu_us
     finally:
         listener.close()
         if worker.poll() is None:
