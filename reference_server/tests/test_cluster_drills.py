@@ -271,8 +271,13 @@ def test_cluster_drill_kill_9_and_restart_within_the_lease_readopts_workers(clus
             WAIT,
             "server a's workers to log",
         )
+        # Spawned, with a PID stored: a claim not yet spawned is queued again
+        # on restart (the attempt does not count), and may go to b.
         running_a = [
-            r[0] for r in c.sql("SELECT id FROM jobs WHERE owner = %s AND status = 'running'", mine)
+            r[0]
+            for r in c.sql(
+                "SELECT id FROM jobs WHERE owner = %s AND status = 'running' AND pid > 0", mine
+            )
         ]
         assert running_a
         c.kill("a")
