@@ -973,6 +973,22 @@ def _fill_stdio() -> None:
                 os.close(null)
 
 
+def _release_stdio() -> None:
+    """Flush stdout and stderr at the job's end; one whose flush fails (a pipe nobody
+    reads) is pointed at /dev/null, so the interpreter's own flush at exit cannot turn
+    a finished job's status into 120 (WRAP-5)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, stream.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass
+
+
 def _above_stdio(sock: socket.socket) -> socket.socket:
     """Move a socket off descriptors 0-2: if job code closed stdout, a later print()
     must fail, not write into the protocol stream (WRAP-5)."""
@@ -1142,6 +1158,7 @@ class Job:
                 f"the server stayed away for {self.payload.reconnect_window_ms} ms; result {where}"
             )
         self._restore_sigterm()
+        _release_stdio()
         return self.exit_status
 
     def __enter__(self) -> Job:

@@ -129,6 +129,27 @@ def test_closed_stdout_and_stderr(peer: Peer, workers: Callable[..., Worker]) ->
     assert all(r.message is not None for r in peer.received), "nothing but protocol lines"
 
 
+def test_wrap_5_broken_stdout_does_not_change_the_exit_status(
+    peer: Peer, workers: Callable[..., Worker]
+) -> None:
+    """WRAP-5: job output left in a buffer for a pipe nobody reads (the server is gone)
+    does not turn a completed job's exit 0 into the interpreter's 120 at exit."""
+    script = (
+        "import os, sys\n"
+        "r, w = os.pipe(); os.close(r); os.dup2(w, 1); os.dup2(w, 2)\n"
+        "sys.stdout = open(1, 'w', buffering=8192, closefd=False)\n"
+        "from extjob_worker import run_job\n"
+        "def handler(job):\n"
+        "    print('buffered for a pipe nobody reads')\n"
+        "    return 'done'\n"
+        "run_job(handler)\n"
+    )
+    worker = workers(v1_payload(peer, {}), script=script)
+    assert worker.wait() == 0
+    peer.wait_type("completed")
+    assert peer.messages("completed")[0]["result"] == "done"
+
+
 def test_killed_mid_send_leaves_only_whole_lines(
     peer: Peer, workers: Callable[..., Worker]
 ) -> None:
