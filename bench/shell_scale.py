@@ -123,7 +123,20 @@ def measure(connector: str, jobs: int) -> tuple[list[str], bool]:
             t0 = time.perf_counter()
             await second.start()
             try:
-                await until(lambda: welcomed(second), 120, "the workers to reconnect")
+                try:
+                    await until(lambda: welcomed(second), 120, "the workers to reconnect")
+                except TimeoutError:
+                    back = sum(
+                        1
+                        for r in second.runs.values()
+                        if any(c.core.binding is Binding.EXTENDED for c in r.connections)
+                    )
+                    alive = sum(1 for pid in pids if pid in groups())
+                    lines.append(
+                        f"  {connector:7} restart: only {back} of {len(second.runs)} "
+                        f"jobs back after 120 s ({alive} of {jobs} still alive): MISSED"
+                    )
+                    return lines, False
                 took = time.perf_counter() - t0
                 ok = took <= BACK_WITHIN_S
                 met &= ok
