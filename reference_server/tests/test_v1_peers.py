@@ -16,7 +16,8 @@ import shutil
 import pytest
 from server_testlib import PYTHON, REPO, WORKERS, next_event, wait_finished, wait_for
 
-ORIGINAL_PYTHON = [str(WORKERS / "original_python_worker.py")]
+# The original Python wrapper's double lives with the validate tests, which capture its stream.
+ORIGINAL_PYTHON = [str(REPO / "protocol" / "tests" / "workers" / "original_python_worker.py")]
 ORIGINAL_SHELL = [str(WORKERS / "original_shell_worker.sh")]
 FIXTURE = [str(REPO / "wrappers" / "python" / "fixture_worker.py")]
 
