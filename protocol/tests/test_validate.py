@@ -15,8 +15,7 @@ from extjob.protocol import SCHEMA_DIR
 from extjob.validate import Validator
 
 EXAMPLES = SCHEMA_DIR / "examples"
-# The original wrappers, as the reference server's tests also run them.
-WORKERS = Path(__file__).resolve().parents[2] / "reference_server" / "tests" / "workers"
+WORKERS = Path(__file__).resolve().parent / "workers"
 
 
 def extjob(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
