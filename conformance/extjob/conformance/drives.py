@@ -254,12 +254,18 @@ def _more_than(run: Run, seq: int) -> Callable[[], bool]:
 
 
 async def outage_while_logging(run: Run) -> None:
-    """The server goes away as the job code starts logging, long enough for a
-    full buffer, then comes back (REPLAY-6: drop the oldest logs, say how many)."""
-    if await run.until_type("started") and _connection_to_break(run):
+    """The server stops reading at its welcome, so nothing the job code logs is
+    acknowledged, then goes away long enough for a full buffer, then comes back
+    (REPLAY-6: drop the oldest logs, say how many). Waiting for ``started``
+    instead raced a fast worker, which had sent (and seen acked) every log
+    before the outage began, so that nothing had to be dropped."""
+    run.server.deaf_after_welcome = True
+    if await run.until_welcomed() is not None and _connection_to_break(run):
+        await asyncio.sleep(run.timing.s(0.25))  # the job code fills its buffer
         fault(run)
         await run.server.stop("server stopped (restart)")
         await asyncio.sleep(run.timing.s(OVERFLOW_OUTAGE_S))  # the outage itself
+        run.server.deaf_after_welcome = False
         await run.server.restart()
         run.notes["back_at"] = run.transcript.now()
     await run.until_exit_or_budget()

@@ -90,6 +90,8 @@ class FakeServer:
         self.hang_up = False  #: close every new connection at once (RECONNECT-1)
         self.terminal_ack_delay_s = 0.0  #: a slow, still timely, terminal ack (REPLAY-3)
         self.newline = b"\n"  #: b"\r\n" for a server that ends its lines so (FRAME-1)
+        #: Stop reading once a welcome is written: nothing after it is recorded or acked.
+        self.deaf_after_welcome = False
         #: The highest seq acknowledged: what survives a restart.
         self.acked_seq = 0
         self.reading = asyncio.Event()
@@ -234,6 +236,10 @@ class FakeServer:
                     self.transcript.event("hello left unanswered by the harness", conn.number)
                     continue
                 line = self._padded(line)
+                if self.deaf_after_welcome:
+                    self.reading.clear()
+                    note = "the harness stops reading after its welcome"
+                    self.transcript.event(note, conn.number)
             late = terminal and self.terminal_ack_delay_s
             if late and message is not None and message.type == "ack":
                 loop = asyncio.get_running_loop()
