@@ -186,22 +186,7 @@ class PostgresStore:
         self, status: str | None, name: str | None, limit: int, before: str | None = None
     ) -> Jobs:
         """Newest first; ``before``: only jobs enqueued before that job (keyset paging)."""
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = %s")
-            args.append(status)
-        if name is not None:
-            where.append("name = %s")
-            args.append(name)
-        if before is not None:
-            where.append("seq < coalesce((SELECT seq FROM jobs WHERE id = %s), 0)")
-            args.append(before)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._all(
-            f"SELECT {_rows.JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT %s",
-            (*args, limit),
-        )
+        rows = await self._all(*_rows.list_query(status, name, limit, before, "%s"))
         return [_rows.job(r) for r in rows]
 
     async def counts(self, name: str | None = None) -> dict[str, int]:

@@ -32,6 +32,27 @@ SUMMARY_COLUMNS = (
 )
 
 
+def list_query(
+    status: str | None, name: str | None, limit: int, before: str | None, mark: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The jobs list (newest first, keyset paging) for either store; ``mark`` is the
+    driver's placeholder (``?`` for SQLite, ``%s`` for psycopg)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        where.append(f"status = {mark}")
+        args.append(status)
+    if name is not None:
+        where.append(f"name = {mark}")
+        args.append(name)
+    if before is not None:
+        where.append(f"seq < coalesce((SELECT seq FROM jobs WHERE id = {mark}), 0)")
+        args.append(before)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT {mark}"
+    return sql, (*args, limit)
+
+
 def dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 

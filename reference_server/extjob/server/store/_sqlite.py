@@ -219,22 +219,7 @@ class _Database:
         self, status: str | None, name: str | None, limit: int, before: str | None = None
     ) -> Jobs:
         """Newest first; ``before``: only jobs enqueued before that job (keyset paging)."""
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if name is not None:
-            where.append("name = ?")
-            args.append(name)
-        if before is not None:
-            where.append("seq < coalesce((SELECT seq FROM jobs WHERE id = ?), 0)")
-            args.append(before)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._db.execute(
-            f"SELECT {_rows.JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?",
-            (*args, limit),
-        ).fetchall()
+        rows = self._db.execute(*_rows.list_query(status, name, limit, before, "?")).fetchall()
         return [_rows.job(r) for r in rows]
 
     def counts(self, name: str | None = None) -> dict[str, int]:
