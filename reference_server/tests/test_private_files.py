@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from server_testlib import PYTHON, WORKERS, wait_finished, wait_for
 
-from extjob.server.private import UnsafePath
+from extjob.server.private import UnsafePath, private_socket
 
 V1 = [str(WORKERS / "v1_worker.py")]
 
@@ -76,6 +76,18 @@ def test_env_3_database_output_and_sockets_are_private_under_umask_022(run_serve
     assert {seen["db"], seen["s"], seen["spool"]} == {0o700}
     assert seen[os.path.relpath(run.rec.socket_path, state)] == 0o600
     assert {name: mode for name, mode in seen.items() if mode & 0o077} == {}
+
+
+def test_trans_2_a_job_socket_is_never_open_to_others(short_tmp, monkeypatch):
+    # The socket file must carry 0600 from the moment bind makes it: the loop
+    # yields between binding and serving, and a chmod after that left a window
+    # in which the socket had the umask's mode (a clean-clone CI caught 0755).
+    # With the chmod taken away, only a mode set before bind can pass.
+    monkeypatch.setattr(os, "chmod", lambda *args, **kwargs: None)
+    path = str(short_tmp / "job.sock")
+    with umask(0o022), contextlib.closing(private_socket(path)):
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 def test_env_3_a_database_left_readable_by_an_older_server_is_made_private(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import stat
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,27 @@ def private_dir(path: str, what: str) -> None:
                 info.st_mode & 0o777,
             )
         os.chmod(path, 0o700)
+
+
+def private_socket(path: str) -> socket.socket:
+    """A Unix socket bound at ``path`` that is mode 0600 from the moment it exists.
+
+    Linux gives the bound file the mode of the socket's own inode less the
+    umask, so setting that mode before ``bind`` leaves no moment in which the
+    file carries the umask's bits; the ``chmod`` after it undoes a umask that
+    took the owner's bits away (and is the only guard on other systems).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.fchmod(sock.fileno(), 0o600)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def prepare_database(path: str) -> None:

@@ -42,6 +42,7 @@ from .connection import WorkerConnection
 from .events import EventBus
 from .models import Metrics, now_ms
 from .output import OutputTail
+from .private import private_socket
 from .procs import ExitWatcher, group_alive, signal_group, start_time
 from .ratelimit import LogLimiter
 from .recorder import Recorder
@@ -123,13 +124,10 @@ class AttemptRun:
 
     async def listen(self) -> None:
         """Listen on the attempt's own socket, mode 0600 (TRANS-2)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.rec.socket_path)
         self.listener = await self.loop.create_unix_server(
             lambda: WorkerConnection(self.attempt.connect(), self, self.loop.time),
-            self.rec.socket_path,
+            sock=private_socket(self.rec.socket_path),
         )
-        os.chmod(self.rec.socket_path, 0o600)
 
     def watch(self, child: subprocess.Popen[bytes] | None = None) -> None:
         self.watcher = ExitWatcher(self.rec.pid, self._on_exit, child)
