@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"math/rand"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +38,7 @@ func newPeer(t testing.TB, network string) *peer {
 	if network == "unix" {
 		p.address = filepath.Join(t.TempDir(), "job.sock")
 	} else {
-		p.address = "127.0.0.1:0"
+		p.address = relistenablePort()
 	}
 	p.listen()
 	if network == "unix" {
@@ -47,6 +49,30 @@ func newPeer(t testing.TB, network string) *peer {
 	}
 	t.Cleanup(p.goAway)
 	return p
+}
+
+// relistenablePort is a free loopback address whose port lies below the
+// ephemeral range. The peer listens on it again after goAway; a port from that
+// range may meanwhile become the source port of a reconnecting worker (which
+// Linux then connects to itself) or of any other connection, and listening
+// again would fail for no fault of the worker.
+func relistenablePort() string {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	for i := 0; i < 64 && low > 2048; i++ {
+		address := net.JoinHostPort("127.0.0.1", strconv.Itoa(low/2+rand.Intn(low-low/2)))
+		if ln, err := net.Listen("tcp", address); err == nil {
+			ln.Close()
+			return address
+		}
+	}
+	return "127.0.0.1:0"
 }
 
 // listen (again) at the peer's address, as a restarted server does.

@@ -307,8 +307,9 @@ def _ack_wait(run: Run) -> int:
 
 
 def ms_between(run: Run, start: float, end: float) -> float:
-    """Milliseconds from ``start`` to ``end``, less what the harness stalled meanwhile."""
-    return (end - start - run.transcript.stalled(start, end)) * 1000
+    """Milliseconds from ``start`` to ``end``, less how late a stall of the
+    harness made it notice ``end``."""
+    return (end - start - run.transcript.late_by(start, end)) * 1000
 
 
 def _acknowledged_at(run: Run, terminal: Entry) -> float | None:

@@ -42,6 +42,7 @@ from extjob.protocol import (
     encode,
 )
 
+from .ports import relistenable_port
 from .transcript import Transcript
 
 
@@ -133,6 +134,7 @@ class FakeServer:
 
     async def listen_tcp(self) -> None:
         """Listen on loopback (TRANS-2); again on the same port after a restart."""
+        self._port = self._port or relistenable_port()
         self._listener = await asyncio.start_server(self._serve, "127.0.0.1", self._port)
         self._port = self._listener.sockets[0].getsockname()[1]
         self.transcript.event(f"listening on tcp://127.0.0.1:{self._port}")

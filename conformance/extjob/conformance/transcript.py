@@ -16,6 +16,8 @@ from extjob.protocol import Message, Problem
 SHOWN_CHARS = 240
 #: A harness stall this long is noted in the transcript (seconds).
 NOTED_STALL_S = 0.2
+#: How often the harness looks at its own clock; a stall is a tick or more late.
+STALL_TICK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -55,24 +57,41 @@ class Transcript:
     #: (when it ended, how long) the harness itself could not run, in seconds.
     stalls: list[tuple[float, float]] = field(default_factory=list)
 
-    async def watch_stalls(self, tick: float = 0.05) -> None:
+    async def watch_stalls(self) -> None:
         """Note when the harness was starved of CPU (a loaded machine).
 
-        Its receipt times are then late by as much: a timing check subtracts
-        the stall (:meth:`stalled`) so that the worker is never blamed for it.
+        What it noticed just after a stall it may have noticed late by as
+        much: a timing check leaves that out (:meth:`late_by`) so that the
+        worker is never blamed for it.
         """
         while True:
             before = time.monotonic()
-            await asyncio.sleep(tick)
-            late = time.monotonic() - before - tick
-            if late >= tick:
+            await asyncio.sleep(STALL_TICK_S)
+            late = time.monotonic() - before - STALL_TICK_S
+            if late >= STALL_TICK_S:
                 self.stalls.append((self.now(), late))
                 if late >= NOTED_STALL_S:
                     self.event(f"the harness itself stalled {late * 1000:.0f} ms")
 
-    def stalled(self, start: float, end: float) -> float:
-        """Seconds of harness stall within ``(start, end]``."""
-        return sum(max(0.0, min(end, t) - max(start, t - d)) for t, d in self.stalls)
+    def late_by(self, start: float, end: float) -> float:
+        """Seconds by which the harness may have noticed late what it noticed
+        at ``end``: the run of stalls it was just coming out of, within ``(start, end]``.
+
+        A stall that ended earlier delayed nothing the worker did after it (the
+        worker's clock kept running), so it excuses nothing: otherwise a
+        worker that waits far too long passes whenever the harness stalled
+        somewhere in the wait. Stalls are in the order they ended; those less
+        than a tick apart are one run.
+        """
+        late, edge = 0.0, end
+        for t, d in reversed(self.stalls):
+            if t - d >= end:
+                continue  # began after end
+            if t < edge - STALL_TICK_S:
+                break
+            late += max(0.0, min(end, t) - max(start, t - d))
+            edge = t - d
+        return late
 
     def now(self) -> float:
         return time.monotonic() - self.started

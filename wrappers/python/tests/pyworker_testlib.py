@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from extjob.conformance.ports import relistenable_port
 from extjob.protocol import ServerAttempt, ServerConnection
 
 WRAPPER_DIR = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ class Peer:
         self.extended = extended
         self.tcp = tcp
         self.path = str(tmp / "job.sock")
-        self.port = 0
+        self.port = relistenable_port()  # the same port again after stop()
         self.heartbeat_interval_ms = 50  # HB-1: a third of the timeout the core is given
         self.welcome_delay = 0.0  # seconds before the welcome is sent (the peer keeps reading)
         self.welcomed_at: list[float] = []

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from extjob.conformance.ports import relistenable_port
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shellpeer import WRAPPER, Peer, Worker
 
@@ -24,7 +26,11 @@ def make_peer(tmp_path: Path) -> Iterator[Callable[..., Peer]]:
     peers: list[Peer] = []
 
     def make(transport: str = "unix", **kwargs: Any) -> Peer:
-        address = str(tmp_path / "job.sock") if transport == "unix" else "tcp://127.0.0.1:0"
+        address = (
+            str(tmp_path / "job.sock")
+            if transport == "unix"
+            else f"tcp://127.0.0.1:{relistenable_port()}"
+        )
         peer = Peer(address, **kwargs)
         peers.append(peer)
         return peer
