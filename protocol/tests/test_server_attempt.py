@@ -195,6 +195,23 @@ def test_replay_5_only_a_newer_seq_is_recorded_and_a_duplicate_is_acked_again() 
     assert replies(conn)[0]["seq"] == 1
 
 
+def test_msg_2_a_seq_on_a_heartbeat_is_ignored_not_taken_for_recorded() -> None:
+    # A seq on a type that is never sequenced is a field the schema does not
+    # know: taken for the latest recorded seq, it would drop the real
+    # messages below it as duplicates; of another type, it would crash.
+    a = attempt()
+    conn = extended(a)
+    lines = (
+        line("started", seq=1)
+        + line("heartbeat", seq=99)
+        + line("heartbeat", seq="abc")
+        + line("progress", seq=2, percent=5)
+    )
+    intake = conn.receive_data(lines, 1.0)
+    assert [m.type for m in intake.messages] == ["started", "progress"]
+    assert not intake.rejected
+
+
 def test_replay_5_a_failed_store_rolls_back_so_that_the_replay_is_recorded() -> None:
     a = attempt()
     conn = extended(a)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ._errors import RemoteProtocolError
-from ._kinds import TERMINAL_TYPES
+from ._kinds import SEQUENCED_TYPES, TERMINAL_TYPES
 from ._schemas import Direction, Problem, explain, fast_validator, message_schema, message_types
 from ._timing import PROTOCOL_VERSION
 
@@ -19,6 +19,9 @@ class Message(NamedTuple):
 
     ``body`` is the whole JSON object as received, unknown fields included
     (MSG-2), so that nothing is lost when a server stores or forwards it.
+    ``seq`` is None for a type that is never sequenced (hello, heartbeat,
+    private x- types): there it is a field the schema does not know, which a
+    receiver ignores (MSG-2), whatever its value.
     Immutable; a named tuple because one is made for every line a server
     reads, and it is made three times faster than a frozen dataclass.
     """
@@ -125,13 +128,16 @@ def decode_object(obj: Any, direction: Direction = "worker") -> Message:
         raise RemoteProtocolError(
             "invalid_message", problem.requirement, problem.message, problem.field
         )
-    return _new_tuple(Message, (type_, obj["jobId"], obj["timestamp"], obj.get("seq"), obj))
+    seq = obj.get("seq") if type_ in SEQUENCED_TYPES else None
+    return _new_tuple(Message, (type_, obj["jobId"], obj["timestamp"], seq, obj))
 
 
 def message_of(obj: Mapping[str, Any]) -> Message:
     """The Message of an object already known to be valid (checked elsewhere,
     for example in another process). Nothing is checked here."""
-    return Message(obj["type"], obj["jobId"], obj["timestamp"], obj.get("seq"), obj)
+    type_ = obj["type"]
+    seq = obj.get("seq") if type_ in SEQUENCED_TYPES else None
+    return Message(type_, obj["jobId"], obj["timestamp"], seq, obj)
 
 
 def problems(obj: Any, direction: Direction = "worker") -> list[Problem]:
