@@ -92,7 +92,7 @@ test("CKPT-1, CKPT-2: a checkpoint is saved and sequenced, then the retry resume
 
 test("SPOOL-2, RECONNECT-3: the server never comes back: hello and the unacknowledged result are spooled", async () => {
   const p = await peer();
-  const payload = extendedPayload(p, { scenario: "logs", count: 3, intervalMs: 300 }, { reconnectWindowMs: 400 });
+  const payload = extendedPayload(p, { scenario: "logs", count: 3, intervalMs: 300 }, { reconnectWindowMs: 2000 }); // also the first connection's (RECONNECT-6)
   const w = worker(p, payload);
   await p.waitType("started");
   // The ack of the newest log may still be on its way when the server goes:
