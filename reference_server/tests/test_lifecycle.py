@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import resource
 import stat
 import time
+from collections.abc import Iterator
 
 import pytest
 from server_testlib import PYTHON, WORKERS, next_event, wait_finished, wait_for
@@ -316,5 +320,66 @@ def test_enqueue_rejects_bad_input_clearly(run_servers):
         with pytest.raises(ValueError, match="run_at"):
             await server.enqueue("v1", {}, run_at="soon")
         assert await server.list() == []
+
+    run_servers(body)
+
+
+@contextlib.contextmanager
+def descriptors_exhausted() -> Iterator[None]:
+    """This process (the server's) can open no file descriptor.
+
+    A new descriptor must be below the soft limit; with the limit at 3, only
+    0-2 would do, and they are open: whatever the server closes meanwhile
+    (a worker's pidfd when it exits) cannot be reused either.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["print_after", "connect_after"],
+    ids=["output-read-at-the-exit", "connection-never-accepted-before-the-exit"],
+)
+def test_exit_1_nothing_a_worker_wrote_is_lost_while_the_server_is_out_of_descriptors(
+    run_servers, short_tmp, caplog, when
+):
+    # At the worker's exit the server accepts what waits in its listener's
+    # backlog, reads the rest of its output files and removes them. Out of
+    # descriptors, the connection was given up after a second (with its
+    # `failed`: exit 0 made the job "completed") and the lines went with the
+    # files. Now both wait until descriptors are free again.
+    flag, ready = short_tmp / "go", short_tmp / "go.tmp"
+    ready.touch()
+
+    async def body(start):
+        server = await v1_server(start)
+        data = {when: str(flag), "steps": 1, "stdout": "last words", "stderr": "why"}
+        job_id = await server.enqueue("v1", {**data, "terminal": "failed"})
+        await wait_for(lambda: _running(server, job_id), what="the job to run")
+        if when == "print_after":
+            await wait_for(lambda: _has_logs(server, job_id, 1), what="the worker's first log")
+        run = server.runs[job_id]
+
+        async def exited():
+            return run.exited
+
+        async def over_or_waiting():
+            return run.done.done() or "out of file descriptors" in caplog.text
+
+        with descriptors_exhausted():
+            os.rename(ready, flag)  # needs no descriptor
+            await wait_for(exited, what="the worker to exit")
+            await wait_for(over_or_waiting, what="the attempt to end or to wait")
+            assert not run.done.done() and os.path.exists(run.rec.out_path)  # kept, unread
+        await asyncio.wait_for(run.done, 10)  # the attempt is over (its status may be before)
+        job = await server.get(job_id)
+        assert (job.status, job.error) == ("failed", "it broke")
+        logs = {(e.source, e.message) for e in await server.logs(job_id)}
+        assert {("stdout", "last words"), ("stderr", "why")} <= logs
 
     run_servers(body)

@@ -22,8 +22,11 @@ class OutputTail:
         self.path = path
         self.offset = offset
 
-    def read_lines(self, final: bool = False) -> list[str]:
-        """Whole lines appended since the last call; ``final`` also takes an unfinished one."""
+    def read_lines(self, final: bool = False) -> list[str] | None:
+        """Whole lines appended since the last call; ``final`` also takes an unfinished one.
+
+        None: the server is out of descriptors for now; the lines wait in the file.
+        """
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:
@@ -37,7 +40,7 @@ class OutputTail:
         except OSError as exc:
             if not is_transient(exc):
                 raise
-            return []  # out of descriptors: the lines wait in the file for the next poll
+            return None
         end = chunk.rfind(b"\n") + 1
         if end == 0 and (final or len(chunk) >= MAX_LINE):
             end = min(len(chunk), MAX_LINE)

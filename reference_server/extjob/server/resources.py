@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import resource
 from collections.abc import Callable
 
@@ -75,6 +76,16 @@ def child_setup() -> Callable[[], None] | None:
 
 def is_transient(exc: OSError) -> bool:
     return exc.errno in TRANSIENT_ERRNOS
+
+
+def out_of_descriptors() -> bool:
+    """Whether this process can open no file descriptor at the moment."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    os.close(fd)
+    return False
 
 
 class Backoff:

@@ -46,6 +46,7 @@ from .private import private_socket
 from .procs import ExitWatcher, group_alive, signal_group, start_time
 from .ratelimit import LogLimiter
 from .recorder import Recorder
+from .resources import Backoff, out_of_descriptors
 from .store import AttemptRecord, Batch, NewLog, Record, SetPid, Store
 from .wire import WireLog
 
@@ -322,11 +323,13 @@ class AttemptRun:
 
         self.commit(Batch(logs=[entry]), stored)
 
-    def poll_output(self, final: bool = False) -> None:
-        """Take new stdout/stderr lines into the log (SRV-7), with their file offsets.
+    def poll_output(self, final: bool = False) -> bool:
+        """Take new stdout/stderr lines into the log (SRV-7), with their file offsets;
+        False if a file could not be read for want of descriptors.
 
         One batch per file is on its way to the store at a time; if it is not
         stored, the file is read again from where that batch began."""
+        read_all = True
         for source, tail in self.tails.items():
             if source in self.committing:
                 continue
@@ -336,6 +339,7 @@ class AttemptRun:
                 lines += chunk
                 if not final:
                     break
+            read_all = read_all and chunk is not None
             if not lines:
                 continue
             level = "info" if source == "stdout" else "error"
@@ -358,6 +362,25 @@ class AttemptRun:
                     self.host.emit("job.external.log", self, _log_event(entry))
 
             self.commit(batch, stored)
+        return read_all
+
+    async def read_output_to_the_end(self) -> None:
+        """Every line the worker wrote reaches the log before its files go (SRV-7).
+
+        Out of descriptors (a flood of connections, say), the read is tried
+        again until it works: dropping the lines with the files would lose
+        what the job printed last, often the reason it failed.
+        """
+        await self.host.recorder.flush()
+        backoff = Backoff(first=0.05, cap=2.0)
+        while not self.poll_output(final=True):
+            delay = backoff.failed()
+            if delay == backoff.first:
+                log.warning(
+                    "job %s: out of file descriptors reading its output; trying again", self.job_id
+                )
+            await asyncio.sleep(delay)
+        await self.host.recorder.flush()
 
     # deadlines
 
@@ -475,8 +498,7 @@ class AttemptRun:
     async def gone(self) -> None:
         """After a restart the worker was not there any more: collect what it left."""
         self.exited = True
-        self.poll_output(final=True)
-        await self.host.recorder.flush()
+        await self.read_output_to_the_end()
         if self.attempt.terminal is None:
             await self.collect_spool()
         self._decide(Exit(None, lost=True))
@@ -496,18 +518,29 @@ class AttemptRun:
         # in the listener's backlog, or taken from it by the loop, whose
         # accept runs as a task over the next iterations (the yields below).
         deadline = self.loop.time() + 1.0
+        starved = False
         for _ in range(_ACCEPT_ITERATIONS):
             await asyncio.sleep(0)
         while True:
             pending = [conn.closed for conn in self.connections if not conn.closed.done()]
             if pending:
                 await asyncio.wait(pending, timeout=max(0.0, deadline - self.loop.time()))
-            if not self._unaccepted() or self.loop.time() >= deadline:
+            if not self._unaccepted():
                 break
-            await asyncio.sleep(0.005)
-        await self.host.recorder.flush()
-        self.poll_output(final=True)
-        await self.host.recorder.flush()
+            if self.loop.time() < deadline:
+                await asyncio.sleep(0.005)
+                continue
+            if not out_of_descriptors():
+                break
+            # The loop cannot accept the waiting connection for want of
+            # descriptors; its messages would go with it. Wait until it can,
+            # and give it time then (asyncio tries the accept again 1 s on).
+            if not starved:
+                log.warning("job %s: out of file descriptors accepting its connection", self.job_id)
+                starved = True
+            deadline = self.loop.time() + 2.0
+            await asyncio.sleep(0.05)
+        await self.read_output_to_the_end()
         if self.attempt.terminal is None:
             await self.collect_spool()
         self._decide(Exit(status))

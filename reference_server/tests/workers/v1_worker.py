@@ -6,6 +6,8 @@ Its ``data`` chooses what it does, in this order:
   env: [names]           print NAME=value for each (unset: NAME unset) on stdout
   silent_ms: N           sleep N ms before connecting (START-1)
   steps: N               N progress and N log messages
+  connect_after: path    wait until the file exists before connecting
+  print_after: path      wait until the file exists before printing stdout, stderr
   stdout, stderr: text   one line on each
   heartbeat_ms: N        heartbeat every N ms while sleeping
   sleep_ms: N            sleep N ms
@@ -33,6 +35,14 @@ if data.get("child"):
 for name in data.get("env", []):
     print(f"{name}={os.environ[name]}" if name in os.environ else f"{name} unset", flush=True)
 time.sleep(data.get("silent_ms", 0) / 1000)
+
+
+def wait_for(path):
+    while path and not os.path.exists(path):
+        time.sleep(0.01)
+
+
+wait_for(data.get("connect_after"))
 sock = socket.socket(socket.AF_UNIX)
 sock.connect(payload["socketPath"])
 
@@ -48,6 +58,7 @@ send("started")
 for i in range(1, data.get("steps", 0) + 1):
     send("progress", percent=100 * i / data["steps"], message=f"step {i}")
     send("log", level="info", message=f"line {i}", data={"i": i})
+wait_for(data.get("print_after"))
 if data.get("stdout"):
     print(data["stdout"], flush=True)
 if data.get("stderr"):
