@@ -63,5 +63,7 @@ def test_srv_3_progress_coalesces_per_read_and_logs_and_terminals_never(run_serv
                 assert run[0]["message"] == f"phase {number}"
         job = await wait_finished(server, job_id)
         assert (job.status, job.progress_percent) == ("completed", 79.9)
+        # MSG-4: the last run's later progress carry no message; its first one stands
+        assert job.progress_message == "phase 2"
 
     run_servers(body)

@@ -44,9 +44,14 @@ class LineBuffer:
         if pieces:
             first = self._finish(pieces[0])  # completes what was held before
             limit = self.max_line_bytes
-            lines = [first] + [
-                self._finish(p) if len(p) > limit or p.endswith(b"\r") else p for p in pieces[1:]
-            ]
+            if len(data) <= limit and b"\r" not in data:  # no other piece needs a look
+                lines: list[bytes | OversizedLine] = pieces  # type: ignore[assignment]
+                lines[0] = first
+            else:
+                lines = [first] + [
+                    self._finish(p) if len(p) > limit or p.endswith(b"\r") else p
+                    for p in pieces[1:]
+                ]
         else:
             lines = []
         self._hold(rest)

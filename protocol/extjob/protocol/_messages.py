@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
 
 from ._errors import RemoteProtocolError
 from ._kinds import SEQUENCED_TYPES, TERMINAL_TYPES
-from ._schemas import Direction, Problem, explain, fast_validator, message_schema, message_types
+from ._schemas import (
+    Direction,
+    Problem,
+    explain,
+    fast_list_validator,
+    fast_validator,
+    message_schema,
+    message_types,
+)
 from ._timing import PROTOCOL_VERSION
 
 
@@ -130,6 +139,60 @@ def decode_object(obj: Any, direction: Direction = "worker") -> Message:
         )
     seq = obj.get("seq") if type_ in SEQUENCED_TYPES else None
     return _new_tuple(Message, (type_, obj["jobId"], obj["timestamp"], seq, obj))
+
+
+# Direction -> message type -> ``is_valid`` of a list of messages of that type.
+_LIST_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {}
+_dict_get = dict.get
+_SEQ_KEY = dict.fromkeys(SEQUENCED_TYPES, "seq")
+
+
+def _list_checks(direction: Direction) -> dict[str, Callable[[Any], bool]]:
+    checks = _LIST_CHECKS.get(direction)
+    if checks is None:
+        checks = _LIST_CHECKS[direction] = {
+            type_: fast_list_validator(message_schema(direction, type_)).is_valid
+            for type_ in message_types(direction)
+        }
+    return checks
+
+
+def decode_all(lines: Sequence[bytes], direction: Direction = "worker") -> list[Message] | None:
+    """The messages of many lines, as ``decode`` makes them one by one, in a
+    few native calls for them all; None when any line is not a valid message
+    of a defined type (or not a line at all: an empty or oversized one).
+
+    The fast path of a read of many lines. None says only that some line is
+    unusual: the caller decodes them one by one, which says which and why
+    (SRV-6). Each line is parsed on its own (FRAME-1: a line is one JSON
+    value, so the lines are never parsed as one text), then one schema call
+    checks all the messages of one type.
+    """
+    try:
+        objs = list(map(orjson.loads, lines))
+        types: list[Any] = list(map(_dict_get, objs, repeat("type")))  # TypeError: not an object
+        kinds = set(types)  # TypeError: a type that is an array or an object
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    checks = _LIST_CHECKS.get(direction) or _list_checks(direction)
+    for kind in kinds:
+        is_valid = checks.get(kind)
+        if is_valid is None:  # missing, not a string, unknown or private
+            return None
+        same = (
+            objs if len(kinds) == 1 else [o for o, t in zip(objs, types, strict=True) if t == kind]
+        )
+        if not is_valid(same):
+            return None
+    job_ids = map(_dict_get, objs, repeat("jobId"))
+    stamps = map(_dict_get, objs, repeat("timestamp"))
+    if kinds <= SEQUENCED_TYPES:
+        seqs = map(_dict_get, objs, repeat("seq"))
+    else:  # MSG-2: on another type a seq is an unknown field (no key None in JSON)
+        seqs = map(_dict_get, objs, map(_SEQ_KEY.get, types))
+    return list(
+        map(_new_tuple, repeat(Message), zip(types, job_ids, stamps, seqs, objs, strict=True))
+    )
 
 
 def message_of(obj: Mapping[str, Any]) -> Message:

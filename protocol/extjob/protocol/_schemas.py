@@ -103,6 +103,14 @@ def fast_validator(relative: str) -> Any:
 
 
 @cache
+def fast_list_validator(relative: str) -> Any:
+    """A compiled validator for a JSON array whose every item is valid against one
+    schema file: one native call checks a whole read of one message type."""
+    schema = {"type": "array", "items": {"$ref": _load(relative)["$id"]}}
+    return jsonschema_rs.Draft202012Validator(schema, registry=_rs_registry())
+
+
+@cache
 def _explaining_validator(relative: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(_load(relative), registry=_python_registry())
 

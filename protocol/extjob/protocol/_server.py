@@ -24,13 +24,15 @@ import json
 import secrets
 import time
 from collections.abc import Collection, Mapping
+from itertools import compress, repeat
+from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._features import FEATURES, negotiate
 from ._framing import LineBuffer, OversizedLine, encode
-from ._kinds import TERMINAL_TYPES
-from ._messages import Message, cancel, decode, error, welcome
+from ._kinds import SEQUENCED_TYPES, TERMINAL_TYPES
+from ._messages import Message, cancel, decode, decode_all, error, welcome
 from ._state import Attempt, AttemptState
 from ._timing import (
     DEFAULT_HEARTBEAT_TIMEOUT_MS,
@@ -63,7 +65,10 @@ class Binding(enum.Enum):
     __hash__ = object.__hash__
 
 
-_UNBOUND, _V1, _REFUSED = Binding.UNBOUND, Binding.V1, Binding.REFUSED
+_UNBOUND, _V1, _EXTENDED, _REFUSED = Binding.UNBOUND, Binding.V1, Binding.EXTENDED, Binding.REFUSED
+_types_of = attrgetter("type")
+_seqs_of = attrgetter("seq")
+_new_tuple = tuple.__new__
 
 
 class Rejection(NamedTuple):
@@ -394,7 +399,12 @@ class ServerConnection:
         received = intake.received
         trace: list[Traced] | None = [] if self._trace else None
         alive = False
-        for line in self._buffer.feed(data):
+        lines = self._buffer.feed(data)
+        if len(lines) > 1 and (
+            self.binding is _EXTENDED or (self.binding is _V1 and not attempt.authenticated)
+        ):
+            lines = self._receive_plain(lines, intake, trace)
+        for line in lines:
             if self.binding is _REFUSED:  # AUTH-4: nothing after a refused line counts
                 if trace is None:
                     break
@@ -461,6 +471,40 @@ class ServerConnection:
             intake._last_seq = lifecycle.last_seq
             intake._state = lifecycle.state
         return intake
+
+    def _receive_plain(
+        self, lines: list[bytes | OversizedLine], intake: Intake, trace: list[Traced] | None
+    ) -> list[bytes | OversizedLine]:
+        """The fast path of a read of many lines: take in one go those that are
+        plain (valid ordinary messages, new, of the bound job of a running
+        attempt: ``decode_all``, ``Attempt.receive_all``), all of them or all
+        but the last (a read often ends with a terminal message); return the
+        lines left for the way one by one, which decides every other case
+        and says why a line is bad."""
+        messages = decode_all(lines)  # type: ignore[arg-type]  # None if any is oversized
+        if messages is None:
+            return lines
+        receive_all = self.attempt.lifecycle.receive_all
+        if receive_all(messages, self.replay):
+            rest: list[bytes | OversizedLine] = []
+        elif receive_all(messages[:-1], self.replay):
+            messages.pop()
+            rest = lines[-1:]
+        else:
+            return lines
+        intake.received.extend(messages)
+        types = list(map(_types_of, messages))
+        if not SEQUENCED_TYPES.issuperset(types):  # heartbeats: a sign of life only
+            intake.messages.extend(compress(messages, map(SEQUENCED_TYPES.__contains__, types)))
+        else:
+            intake.messages.extend(messages)
+        if self.replay:  # receive_all: every sequenced message has its seq
+            intake.sequenced = bool(intake.messages)
+        else:
+            intake.sequenced = list(map(_seqs_of, messages)).count(None) < len(messages)
+        if trace is not None:
+            trace += map(_new_tuple, repeat(Traced), zip(lines, messages, repeat(None)))
+        return rest
 
     def close_input(self) -> RemoteProtocolError | None:
         """The worker closed its side: a line left without its ``\\n`` is not

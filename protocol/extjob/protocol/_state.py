@@ -8,7 +8,10 @@ harness and ``extjob validate`` all drive this one table.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress, islice
+from operator import attrgetter, lt
 from typing import Literal
 
 from ._errors import RemoteProtocolError
@@ -44,6 +47,20 @@ def _transitions() -> dict[AttemptState, dict[str, AttemptState]]:
 #: (``_kinds.KINDS``). A type missing from a state's row is not allowed there
 #: (see :meth:`Attempt.receive` for what happens instead).
 TRANSITIONS: dict[AttemptState, dict[str, AttemptState]] = _transitions()
+
+_RUNNING = AttemptState.RUNNING
+#: The types a running attempt takes as they come, staying running: not its
+#: ``started`` (a v1 reconnect, LIFE-3), not ``hello`` (it binds a connection,
+#: AUTH-3), not a terminal message. The bulk of every stream.
+ORDINARY_TYPES = frozenset(
+    t
+    for t, following in TRANSITIONS[_RUNNING].items()
+    if following is _RUNNING and not KINDS[t].starts and not KINDS[t].before_start
+)
+_UNSEQUENCED_ORDINARY = ORDINARY_TYPES - SEQUENCED_TYPES  # heartbeat
+_types_of = attrgetter("type")
+_job_ids_of = attrgetter("job_id")
+_seqs_of = attrgetter("seq")
 
 Action = Literal["record", "duplicate", "liveness", "reconnect"]
 
@@ -84,6 +101,40 @@ class Attempt:
 
     def copy(self) -> Attempt:
         return Attempt(self.job_id, self.last_seq, self.state)
+
+    def receive_all(self, msgs: Sequence[Message], replay: bool | None = None) -> bool:
+        """Apply a run of messages in one go, exactly as :meth:`receive` one
+        by one would, when that is plain: the attempt is running, and every
+        message is of its job, of an ordinary type (:data:`ORDINARY_TYPES`)
+        and new, its seq (where replay counts one) above the one before.
+        Then each is recorded, heartbeats aside (a sign of life), and True
+        is returned. Otherwise False, and nothing has changed: ``receive``
+        them one by one, which says what is unusual (a duplicate, a gap in
+        the rules, REPLAY-1)."""
+        if self.state is not _RUNNING or not msgs:
+            return False
+        types = list(map(_types_of, msgs))
+        kinds = set(types)
+        if not kinds <= ORDINARY_TYPES:
+            return False
+        if list(map(_job_ids_of, msgs)).count(self.job_id) != len(msgs):
+            return False  # SRV-5
+        if replay is False:
+            return True  # seq means nothing on the connection (NEG-2)
+        seqs = list(map(_seqs_of, msgs))
+        if not kinds.isdisjoint(_UNSEQUENCED_ORDINARY):
+            unsequenced = list(compress(seqs, map(_UNSEQUENCED_ORDINARY.__contains__, types)))
+            if unsequenced.count(None) != len(unsequenced):
+                return False  # a heartbeat with a seq
+            seqs = list(compress(seqs, map(SEQUENCED_TYPES.__contains__, types)))
+            if not seqs:
+                return True
+        if None in seqs or not seqs[0] > self.last_seq:
+            return False  # REPLAY-1, or a duplicate (REPLAY-5)
+        if not all(map(lt, seqs, islice(seqs, 1, None))):
+            return False
+        self.last_seq = seqs[-1]
+        return True
 
     def receive(self, msg: Message, replay: bool | None = None) -> Verdict:
         """Apply one message. ``replay``: whether the connection it came on

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
+import operator
 import os
 import select
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
+from itertools import groupby
 from typing import Any, Protocol
 
 import orjson
@@ -54,6 +57,11 @@ log = logging.getLogger(__name__)
 
 Events = list[tuple[str, dict[str, Any]]]
 PROGRESS_EVENT = "job.external.progress"
+_type_of = operator.attrgetter("type")
+_body_of = operator.attrgetter("body")
+_message_field = operator.methodcaller("get", "message")
+_is_not_none = functools.partial(operator.is_not, None)
+
 # Loop iterations from the accept of a connection to its first read.
 _ACCEPT_ITERATIONS = 4
 
@@ -200,8 +208,12 @@ class AttemptRun:
         self.wants_progress = self.host.events.wants(PROGRESS_EVENT)
         batch = Batch()
         events: Events = []
-        for message in intake.messages:
-            self._collect(message, batch, events)
+        for kind, run in groupby(intake.messages, _type_of):
+            if kind == "progress":  # the hot path: a run of them is its latest (SRV-3)
+                self._collect_progress(list(run), batch, events)
+            else:
+                for message in run:
+                    self._collect(message, batch, events)
         if events and events[0][0] == PROGRESS_EVENT and not self.events_waiting:
             # Progress is not part of the exactly-once record, so the progress
             # that leads this read need not wait for the commit: emitted at
@@ -262,14 +274,27 @@ class AttemptRun:
         if intake.terminal is not None:
             self._decide(None)  # SRV-4
 
+    def _collect_progress(self, run: list[Message], batch: Batch, events: Events) -> None:
+        """Progress messages that follow one another: the store keeps the latest
+        (SRV-3), with the message of an earlier one when the latest has none
+        (MSG-4), and subscribers get one event for them (``_emit_progress``)."""
+        latest = run[-1].body
+        message = latest.get("message")
+        if message is None and len(run) > 1:
+            earlier = map(_message_field, map(_body_of, reversed(run)))
+            message = next(filter(_is_not_none, earlier), None)
+        progress = (latest["percent"], message, latest.get("data"))
+        if message is None and batch.progress is not None:
+            batch.progress = (progress[0], batch.progress[1], progress[2])  # MSG-4
+        else:
+            batch.progress = progress
+        if self.wants_progress:
+            self._emit_progress(progress, events)
+
     def _collect(self, message: Message, batch: Batch, events: Events) -> None:
         body = message.body
         kind = message.type
-        if kind == "progress":  # the hot path: keep it lean
-            progress = batch.progress = (body["percent"], body.get("message"), body.get("data"))
-            if self.wants_progress:
-                self._emit_progress(progress, events)
-        elif kind == "log":
+        if kind == "log":
             entry = NewLog(
                 message.timestamp, body["level"], body["message"], body.get("data"), "worker"
             )

@@ -76,10 +76,14 @@ class Batch:
     def absorb(self, later: Batch) -> None:
         """Add a later batch of the same attempt (its log lines follow ours)."""
         self.logs += later.logs
+        progress = self.progress
         for name in ("progress", "checkpoint", "last_seq", "out_offset", "err_offset", "terminal"):
             value = getattr(later, name)
             if value is not None:
                 setattr(self, name, value)
+        if later.progress is not None and later.progress[1] is None and progress is not None:
+            # MSG-4: a progress without a message leaves the earlier one standing
+            self.progress = (later.progress[0], progress[1], later.progress[2])
 
 
 # The writes of a group commit; ``attempt`` is the attempt they belong to.
