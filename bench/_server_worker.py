@@ -26,6 +26,22 @@ def encode(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
+def blast_lines(job_id: str, count: int, now: int, first_seq: int) -> list[bytes]:
+    """The progress lines of the blast mode, seq from ``first_seq`` on."""
+    return [
+        encode(
+            {
+                "type": "progress",
+                "jobId": job_id,
+                "timestamp": now,
+                "seq": first_seq + i,
+                "percent": i * 100 // count,
+            }
+        )
+        for i in range(count)
+    ]
+
+
 def main() -> None:
     payload = json.loads(sys.stdin.readline())
     job_id, data = payload["jobId"], payload["data"]
@@ -55,21 +71,8 @@ def main() -> None:
         # Encode everything before saying started: the benchmarks start their
         # clock when every worker has started, and the worker's own JSON
         # encoding (0.3 s for 100k lines) must not be inside the window.
-        lines = []
-        for i in range(data["count"]):
-            seq += 1
-            lines.append(
-                encode(
-                    {
-                        "type": "progress",
-                        "jobId": job_id,
-                        "timestamp": now,
-                        "seq": seq,
-                        "percent": i * 100 // data["count"],
-                    }
-                )
-            )
-        blob = b"".join(lines)
+        blob = b"".join(blast_lines(job_id, data["count"], now, seq + 1))
+        seq += data["count"]
         sock.sendall(started)
         if "ready" in data:  # a file for a benchmark that cannot see the server's state
             open(data["ready"], "w").close()

@@ -28,12 +28,15 @@ Run: ``python bench/server_ingest.py [--smoke]`` or ``python bench/run.py server
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import orjson
 from _server_common import (
@@ -46,6 +49,18 @@ from _server_common import (
     temp_server,
     until,
 )
+from _server_worker import blast_lines
+
+from extjob.protocol import (
+    Attempt,
+    AttemptState,
+    Binding,
+    LineBuffer,
+    OversizedLine,
+    ServerAttempt,
+    decode_all,
+)
+from extjob.protocol._schemas import fast_list_validator, message_schema
 
 SIZES = {False: [(1, 100_000), (50, 2_000)], True: [(1, 5_000), (10, 500)]}
 TARGET_RATE = 1_000_000  # one worker
@@ -194,6 +209,85 @@ async def bare_rate(workers: int, count: int) -> Rate:
         remove(root)
 
 
+READ_BYTES = 256 * 1024  # what one read of the socket delivers (asyncio's max)
+
+
+class CoreParts:
+    """CPU microseconds per message of each part of the core's ingest, on the
+    load worker's own lines cut into reads as the socket delivers them: best
+    of a few passes, each in a fresh attempt. What is left of the in-process
+    server's figure beyond ``core`` is the server's own (socket reads, event
+    loop, deliver, store, acks)."""
+
+    def __init__(self, count: int) -> None:
+        job_id, token = "j_" + "0" * 16, "t" * 43
+        blob = b"".join(blast_lines(job_id, count, int(time.time() * 1000), 2))
+        reads = [blob[i : i + READ_BYTES] for i in range(0, len(blob), READ_BYTES)]
+        schema = fast_list_validator(message_schema("worker", "progress")).is_valid
+
+        def best(pass_: Callable[[], object]) -> float:
+            times = []
+            for _ in range(3):
+                cpu = time.process_time()
+                pass_()
+                times.append(time.process_time() - cpu)
+            return min(times) / count * 1e6
+
+        def split() -> list[list[bytes | OversizedLine]]:
+            buffer = LineBuffer()
+            return [buffer.feed(read) for read in reads]
+
+        lines = cast(list[list[bytes]], split())  # no line is oversized
+
+        def lifecycle() -> None:
+            attempt = Attempt(job_id, 1, AttemptState.RUNNING)
+            for chunk in messages:
+                assert chunk is not None and attempt.receive_all(chunk, True)
+
+        def core() -> None:
+            attempt = ServerAttempt(job_id, token, now=0.0, recorded_seq=1)
+            conn = attempt.connect()
+            conn.binding, conn.replay = Binding.EXTENDED, True  # as after its hello
+            for read in reads:
+                attempt.recorded(conn.receive_data(read, 1.0))
+            assert attempt.recorded_seq == count + 1, attempt.recorded_seq
+
+        # The parts without the cyclic GC: what is kept for the next part
+        # (every read decoded) would make its scans cost what the server's do not.
+        gc.disable()
+        try:
+            objs = [list(map(orjson.loads, chunk)) for chunk in lines]
+            messages = [decode_all(chunk) for chunk in lines]
+            self.split = best(split)
+            self.parse = best(lambda: [list(map(orjson.loads, chunk)) for chunk in lines])
+            self.schema = best(lambda: [schema(chunk) for chunk in objs])
+            decoded = best(lambda: [decode_all(chunk) for chunk in lines])
+            self.messages = max(0.0, decoded - self.parse - self.schema)
+            self.lifecycle = best(lifecycle)
+            core_alone = best(core)
+            objs.clear()
+            messages.clear()
+        finally:
+            gc.enable()
+        self.core = best(core)  # as the server runs it: Python's default GC thresholds
+        self.gc = max(0.0, self.core - core_alone)
+        self.rest = max(0.0, core_alone - self.split - decoded - self.lifecycle)
+
+    def lines(self, server: Rate) -> list[str]:
+        natives = self.parse + self.schema
+        return [
+            f"      where the server's {server.cpu_us:.2f} us CPU/msg go (this run): the core "
+            f"{self.core:.2f} = split {self.split:.2f} + JSON parse {self.parse:.2f} "
+            f"+ schema check {self.schema:.2f} + Message objects {self.messages:.2f} "
+            f"+ lifecycle {self.lifecycle:.2f} + the rest {self.rest:.2f} "
+            f"+ cyclic GC {self.gc:.2f}; beyond the core "
+            f"(socket reads, event loop, deliver, store, acks) {server.cpu_us - self.core:.2f}",
+            f"      what limits it: orjson + jsonschema-rs alone, one line and one message "
+            f"each, take {natives:.2f} us/msg, at most {1e6 / natives:,.0f} msg/s on one core "
+            f"(the target needs <= {1e6 / TARGET_RATE:.2f} us/msg for everything)",
+        ]
+
+
 def run(smoke: bool) -> list[str]:
     async def main() -> list[str]:
         lines = ["server_ingest: progress messages recorded per second (issue 15)"]
@@ -222,6 +316,7 @@ def run(smoke: bool) -> list[str]:
                     + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
                        f"{verdict(lost <= TARGET_LOSS)}")
                 )  # fmt: skip
+                lines += CoreParts(count).lines(served)
                 if not smoke:
                     rate, share = served.per_second, served.per_second / bare.per_second
                     lines.append(

@@ -12,8 +12,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extjob.protocol import Attempt, AttemptState, ServerAttempt, decode, encode
-from extjob.protocol._messages import decode_all
+from extjob.protocol import Attempt, AttemptState, ServerAttempt, decode, decode_all, encode
 
 TOKEN = "t" * 22
 JOB = "j_1"

@@ -9,7 +9,8 @@ place.
 - :class:`LineBuffer` splits a byte stream into NDJSON lines in bounded
   memory (FRAME-1, FRAME-4, LIMIT-1); :func:`encode` makes a line.
 - :func:`decode` turns a line into a schema-valid :class:`Message` or raises
-  :class:`RemoteProtocolError` with a CTRL-5 code and a SPEC requirement id.
+  :class:`RemoteProtocolError` with a CTRL-5 code and a SPEC requirement id;
+  :func:`decode_all` takes a read of plain lines in a few native calls.
   The JSON Schemas in ``schema/`` are the single source of truth: nothing
   here restates a field rule; :func:`problems` explains a bad message.
 - :class:`Attempt` applies the lifecycle table of SPEC 5.1 (in ``_state``)
@@ -42,6 +43,7 @@ from ._messages import (
     ack,
     cancel,
     decode,
+    decode_all,
     decode_object,
     error,
     message_of,
@@ -131,6 +133,7 @@ __all__ = [
     "build_payload",
     "cancel",
     "decode",
+    "decode_all",
     "decode_object",
     "describe_exit",
     "encode",

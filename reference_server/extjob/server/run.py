@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import operator
 import os
@@ -23,7 +22,7 @@ import select
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
-from itertools import groupby
+from itertools import groupby, repeat
 from typing import Any, Protocol
 
 import orjson
@@ -59,8 +58,6 @@ Events = list[tuple[str, dict[str, Any]]]
 PROGRESS_EVENT = "job.external.progress"
 _type_of = operator.attrgetter("type")
 _body_of = operator.attrgetter("body")
-_message_field = operator.methodcaller("get", "message")
-_is_not_none = functools.partial(operator.is_not, None)
 
 # Loop iterations from the accept of a connection to its first read.
 _ACCEPT_ITERATIONS = 4
@@ -280,9 +277,10 @@ class AttemptRun:
         (MSG-4), and subscribers get one event for them (``_emit_progress``)."""
         latest = run[-1].body
         message = latest.get("message")
-        if message is None and len(run) > 1:
-            earlier = map(_message_field, map(_body_of, reversed(run)))
-            message = next(filter(_is_not_none, earlier), None)
+        if message is None and len(run) > 1:  # bodies are dicts, as decode makes them
+            texts = list(map(dict.get, map(_body_of, run), repeat("message")))
+            if texts.count(None) < len(texts):
+                message = next(text for text in reversed(texts) if text is not None)
         progress = (latest["percent"], message, latest.get("data"))
         if message is None and batch.progress is not None:
             batch.progress = (progress[0], batch.progress[1], progress[2])  # MSG-4
