@@ -106,14 +106,22 @@ def decode(line: bytes, direction: Direction = "worker") -> Message:
 _VALIDITY_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {}
 
 
-def _validity_checks(direction: Direction) -> dict[str, Callable[[Any], bool]]:
-    checks = _VALIDITY_CHECKS.get(direction)
+def _checks_by_type(
+    cache: dict[str, dict[str, Callable[[Any], bool]]],
+    validator: Callable[[str], Any],
+    direction: Direction,
+) -> dict[str, Callable[[Any], bool]]:
+    checks = cache.get(direction)
     if checks is None:
-        checks = _VALIDITY_CHECKS[direction] = {
-            type_: fast_validator(message_schema(direction, type_)).is_valid
+        checks = cache[direction] = {
+            type_: validator(message_schema(direction, type_)).is_valid
             for type_ in message_types(direction)
         }
     return checks
+
+
+def _validity_checks(direction: Direction) -> dict[str, Callable[[Any], bool]]:
+    return _checks_by_type(_VALIDITY_CHECKS, fast_validator, direction)
 
 
 # Message(...) runs the named tuple's Python __new__; tuple.__new__ is the same
@@ -147,16 +155,6 @@ _dict_get = dict.get
 _SEQ_KEY = dict.fromkeys(SEQUENCED_TYPES, "seq")
 
 
-def _list_checks(direction: Direction) -> dict[str, Callable[[Any], bool]]:
-    checks = _LIST_CHECKS.get(direction)
-    if checks is None:
-        checks = _LIST_CHECKS[direction] = {
-            type_: fast_list_validator(message_schema(direction, type_)).is_valid
-            for type_ in message_types(direction)
-        }
-    return checks
-
-
 def decode_all(lines: Sequence[bytes], direction: Direction = "worker") -> list[Message] | None:
     """The messages of many lines, as ``decode`` makes them one by one, in a
     few native calls for them all; None when any line is not a valid message
@@ -174,7 +172,9 @@ def decode_all(lines: Sequence[bytes], direction: Direction = "worker") -> list[
         kinds = set(types)  # TypeError: a type that is an array or an object
     except (orjson.JSONDecodeError, TypeError):
         return None
-    checks = _LIST_CHECKS.get(direction) or _list_checks(direction)
+    checks = _LIST_CHECKS.get(direction) or _checks_by_type(
+        _LIST_CHECKS, fast_list_validator, direction
+    )
     for kind in kinds:
         is_valid = checks.get(kind)
         if is_valid is None:  # missing, not a string, unknown or private
