@@ -24,6 +24,8 @@ number of clients, in the same client processes. It does what any server
 must do for this fan-out and nothing else, so its figure is what this
 machine, with these six processes on it, can do at all. The other baseline
 is the server with one SSE client: the price of the fan-out is the ratio.
+Each measure runs in two turns, interleaved with the others, so that the
+machine's other load, which changes by the minute, weighs on all alike.
 
 Beside each figure: the CPU in cores of the process serving the clients
 (server or relay), the pacer and each client process (from /proc and the
@@ -47,7 +49,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.request import Request, urlopen
 
 from _server_common import DeployedServer, process_cpu
 
@@ -58,6 +62,7 @@ END = b"event: job.completed"
 SATURATED = 0.9  # of a core: a single-threaded process this busy is what limits the figure
 TARGET_P99_MS = 5.0
 TARGET_CORES = 0.5
+ROUNDS = 2  # each measure in this many turns, interleaved with the others
 
 
 # -- the load generator (runs as the job's worker, or the relay's) ---------------------
@@ -263,41 +268,75 @@ def _gather(readers: list[subprocess.Popen[str]], seconds: float) -> list[dict]:
             reader.kill()
 
 
-def _figures(
-    serving_cpu: float, result: dict, reports: list[dict], busy: float, clients: int
-) -> dict[str, object]:
-    ms = sorted(x / 1e6 for report in reports for x in report["latencies"])
+@dataclass
+class Sample:
+    """One measured round: CPU seconds, the pacer's result, the clients' reports."""
+
+    serving_cpu: float  # the server or the relay
+    result: dict  # the pacer's: sent, writes, seconds, cpu
+    reports: list[dict]  # per client process: cpu, seconds, latencies
+    machine: tuple[float, float]  # busy CPU seconds of the whole machine, over wall seconds
+    hub: dict[str, float] | None = None  # the server's SSE counters over the round
+
+
+def _figures(samples: list[Sample], clients: int) -> dict:
+    """The rounds' figures together: latencies pooled, CPU over the summed windows."""
+    ms = sorted(x / 1e6 for s in samples for report in s.reports for x in report["latencies"])
     assert ms, "no probe reached a client"
-    seconds = result["seconds"]
+    seconds = sum(s.result["seconds"] for s in samples)
+    processes = zip(*(s.reports for s in samples), strict=True)  # each client process's rounds
     return {
-        "cores": serving_cpu / seconds,  # the window is a little longer: an upper bound
-        "rate": result["sent"] / seconds,
-        "delivered": len(ms) / (result["writes"] * clients),
+        "cores": sum(s.serving_cpu for s in samples) / seconds,  # an upper bound: the
+        "rate": sum(s.result["sent"] for s in samples) / seconds,  # window is a bit longer
+        "delivered": len(ms) / (sum(s.result["writes"] for s in samples) * clients),
         "p50": statistics.median(ms),
         "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
         "max": ms[-1],
-        "pacer": result["cpu"] / seconds,
-        "clients": [report["cpu"] / report["seconds"] for report in reports],
-        "machine": busy,
+        "pacer": sum(s.result["cpu"] for s in samples) / seconds,
+        "clients": [sum(r["cpu"] for r in p) / sum(r["seconds"] for r in p) for p in processes],
+        "machine": sum(s.machine[0] for s in samples) / sum(s.machine[1] for s in samples),
+        "hub": {
+            name: sum(s.hub[name] for s in samples) / seconds for name in _HUB_COUNTERS.values()
+        }
+        if all(s.hub for s in samples)
+        else None,
     }
 
 
-def _measure_server(
-    server: DeployedServer, clients: int, rate: int, seconds: float
-) -> dict[str, object]:
+_HUB_COUNTERS = {
+    "extjob_sse_events_total": "events",
+    "extjob_sse_writes_total": "writes",
+    "extjob_sse_write_cpu_seconds_total": "write_cpu",
+}
+
+
+def _hub_counters(server: DeployedServer) -> dict[str, float]:
+    request = Request(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.token}"})
+    with urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in _HUB_COUNTERS:
+            found[_HUB_COUNTERS[name]] = float(value)
+    return found
+
+
+def _measure_server(server: DeployedServer, clients: int, rate: int, seconds: float) -> Sample:
     readers = _start_clients(server.url, server.token, clients)
+    hub = _hub_counters(server)
     cpu = process_cpu(server.process.pid)
     machine = _machine_busy()
     job_id = server.enqueue("pacer", {"rate": rate, "seconds": seconds})
     reports = _gather(readers, seconds)
     busy = _busy_since(machine)
     cpu = process_cpu(server.process.pid) - cpu
+    hub = {name: value - hub[name] for name, value in _hub_counters(server).items()}
     result = server.request("GET", f"/api/jobs/{job_id}")["result"]
-    return _figures(cpu, result, reports, busy, clients)
+    return Sample(cpu, result, reports, busy, hub)
 
 
-def _measure_relay(work: Path, clients: int, rate: int, seconds: float) -> dict[str, object]:
-    socket_path = str(work / "relay.sock")
+def _measure_relay(socket_path: str, clients: int, rate: int, seconds: float) -> Sample:
     relay = subprocess.Popen(
         [sys.executable, __file__, "--relay", socket_path], stdout=subprocess.PIPE, text=True
     )
@@ -320,12 +359,12 @@ def _measure_relay(work: Path, clients: int, rate: int, seconds: float) -> dict[
     finally:
         relay.kill()
         relay.wait()
-    return _figures(cpu, result, reports, busy, clients)
+    return Sample(cpu, result, reports, busy)
 
 
-def _busy_since(start: tuple[float, float]) -> float:
+def _busy_since(start: tuple[float, float]) -> tuple[float, float]:
     busy, at = _machine_busy()
-    return (busy - start[0]) / (at - start[1])
+    return busy - start[0], at - start[1]
 
 
 def _describe(label: str, m: dict) -> list[str]:
@@ -354,43 +393,62 @@ def _describe(label: str, m: dict) -> list[str]:
     if m["machine"] >= SATURATED * (os.cpu_count() or 1):
         limits.append("the machine (every core busy: latency includes waiting for one)")
     verdict = "      limited by: " + (", ".join(limits) or "no process is CPU-bound")
-    return [line, cpu, verdict]
+    hub = m["hub"]
+    if hub is None:
+        return [line, cpu, verdict]
+    per_write = hub["write_cpu"] / hub["writes"] * 1e6 if hub["writes"] else 0.0
+    split = (
+        f"      server's CPU: writing to the streams {hub['write_cpu']:.2f} cores "
+        f"({hub['writes']:,.0f} writes/s, {per_write:.1f} us each, {hub['events']:,.0f} events/s); "
+        f"the rest (reading, store, loop) {m['cores'] - hub['write_cpu']:.2f}"
+    )
+    return [line, cpu, split, verdict]
 
 
 def run(smoke: bool) -> list[str]:
     rate, clients, seconds = (500, 5, 1.0) if smoke else (10_000, 100, 5.0)
+    relay: list[Sample] = []
+    many: list[Sample] = []
+    one: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="xj-bench-") as work:
-        relay = _measure_relay(Path(work), clients, rate, seconds)
         server = DeployedServer(Path(work), {"pacer": [sys.executable, __file__, "--pacer"]})
-        try:  # right after the relay: the machine's other load changes by the minute
-            many = _measure_server(server, clients, rate, seconds)
-            one = _measure_server(server, 1, rate, seconds)
+        try:
+            # The relay and the server take turns: the machine's other load
+            # changes by the minute, and both see the same share of it.
+            for n in range(ROUNDS):
+                share = seconds / ROUNDS
+                relay.append(_measure_relay(f"{work}/relay-{n}.sock", clients, rate, share))
+                many.append(_measure_server(server, clients, rate, share))
+                one.append(_measure_server(server, 1, rate, share))
         finally:
             server.close()
+    relay_f, many_f, one_f = (
+        _figures(x, count) for x, count in ((relay, clients), (many, clients), (one, 1))
+    )
     lines = [
         f"http_sse_latency: progress message -> SSE client, {rate:,} messages/s, "
         f"one write per {TICK_S * 1000:g} ms"
     ]
     for name, count, m in (
-        ("bare relay (the limit)", clients, relay),
-        ("extjob serve", clients, many),
-        ("extjob serve", 1, one),
+        ("bare relay (the limit)", clients, relay_f),
+        ("extjob serve", clients, many_f),
+        ("extjob serve", 1, one_f),
     ):
         lines += _describe(f"{name:<22} {count:>3} client{'s' if count > 1 else ' '}", m)
     lines.append(
-        f"  fan-out cost: p99 x{many['p99'] / one['p99']:.1f} of one client; "
-        f"the server's p99 is x{many['p99'] / relay['p99']:.1f} the bare relay's, "
-        f"its CPU x{many['cores'] / relay['cores']:.1f}"
+        f"  fan-out cost: p99 x{many_f['p99'] / one_f['p99']:.1f} of one client; "
+        f"the server's p99 is x{many_f['p99'] / relay_f['p99']:.1f} the bare relay's, "
+        f"its CPU x{many_f['cores'] / relay_f['cores']:.1f}"
     )
     if not smoke:
         lines.append(
             f"  target p99 < {TARGET_P99_MS:g} ms with {clients} clients: "
-            + ("met" if many["p99"] < TARGET_P99_MS else "MISSED")
-            + f" (the bare relay: {'met' if relay['p99'] < TARGET_P99_MS else 'MISSED'})"
+            + ("met" if many_f["p99"] < TARGET_P99_MS else "MISSED")
+            + f" (the bare relay: {'met' if relay_f['p99'] < TARGET_P99_MS else 'MISSED'})"
         )
         lines.append(
             f"  target server < {TARGET_CORES:g} cores with {clients} clients: "
-            + ("met" if many["cores"] < TARGET_CORES else "MISSED")
+            + ("met" if many_f["cores"] < TARGET_CORES else "MISSED")
         )
     return lines
 

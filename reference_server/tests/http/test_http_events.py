@@ -1,9 +1,12 @@
-"""The SSE event ring: numbering, resume points, per-job filtering, overflow."""
+"""The SSE event ring: numbering, resume points, per-job filtering, overflow;
+live streams on real sockets: every event in order, slow clients ended."""
 
 from __future__ import annotations
 
-from extjob.client.sse import SseParser
-from extjob.server.http.events import EventHub
+import asyncio
+
+from extjob.client.sse import SseEvent, SseParser
+from extjob.server.http.events import WRITE_BUFFER_LIMIT, EventHub
 
 
 def hub_with(events: int, history: int = 4) -> EventHub:
@@ -68,3 +71,135 @@ def test_an_event_is_encoded_only_when_a_stream_needs_it_and_only_once() -> None
     first, second = parse(hub.since(0, None)), parse(hub.since(0, "j_1"))
     assert first == second == [(f"{hub.boot}-1", "job.external.progress", {"value": "counted"})]
     assert encoded == [1]
+
+
+# -- live streams on real sockets ---------------------------------------------------------
+
+DEADLINE = 30.0  # seconds: generous, a loaded machine only makes these slower
+
+
+class _Client:
+    """The client end of one stream: de-chunks what the hub wrote and parses it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer  # held: a StreamWriter let go closes its connection
+        self.raw = b""
+        self.parser = SseParser()
+        self.events: list[SseEvent] = []
+
+    async def read_until(self, count: int, name: str | None = None) -> list[SseEvent]:
+        """Read until ``count`` events have come, or one called ``name``."""
+        while len(self.events) < count and not (
+            name and self.events and self.events[-1].name == name
+        ):
+            more = await asyncio.wait_for(self.reader.read(1 << 20), DEADLINE)
+            assert more, f"the stream ended after {len(self.events)} of {count} events"
+            self.raw += more
+            while True:  # whole HTTP chunks only
+                head, crlf, rest = self.raw.partition(b"\r\n")
+                if not crlf or len(rest) < int(head, 16) + 2:
+                    break
+                size = int(head, 16)
+                self.events += self.parser.feed(rest[:size])
+                self.raw = rest[size + 2 :]
+        return self.events
+
+
+async def _streams(
+    count: int,
+) -> tuple[asyncio.Server, list[asyncio.WriteTransport], list[_Client]]:
+    """``count`` real loopback connections: the server's transports, the clients' ends."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Queue[asyncio.WriteTransport] = asyncio.Queue()
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.WriteTransport)
+            accepted.put_nowait(transport)
+
+    server = await loop.create_server(Accept, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    transports, clients = [], []
+    for _ in range(count):
+        clients.append(_Client(*await asyncio.open_connection(host, port)))
+        transports.append(await asyncio.wait_for(accepted.get(), DEADLINE))
+    return server, transports, clients
+
+
+def test_live_streams_get_every_event_in_order_one_write_per_flush() -> None:
+    """Whatever the flushes' pace, a stream gets every event after its cursor,
+    in order, none twice: logs and terminals are never coalesced; the events
+    of one loop iteration go to each stream in one write."""
+
+    async def main() -> None:
+        hub = EventHub(10_000)
+        server, transports, clients = await _streams(3)
+        followed = [
+            asyncio.create_task(hub.follow(transports[0], None, 0)),
+            asyncio.create_task(hub.follow(transports[1], None, 0)),
+            asyncio.create_task(hub.follow(transports[2], "j_1", 0)),
+        ]
+        while hub.streams < 3:
+            await asyncio.sleep(0)
+        expected: list[tuple[str, str]] = []
+        for burst in range(200):
+            for i in range(10):
+                job = f"j_{i % 2}"
+                name = ("job.external.progress", "job.external.log")[i % 2]
+                hub.publish(name, job, {"burst": burst, "i": i})
+                expected.append((job, name))
+            await asyncio.sleep(0)  # a flush may come, or its pause go on
+        hub.publish("job.completed", "j_1", {"result": "done"})
+        expected.append(("j_1", "job.completed"))
+        every = [f"{hub.boot}-{n}" for n in range(1, len(expected) + 1)]
+        mine = [every[n] for n, (job, _) in enumerate(expected) if job == "j_1"]
+        for client, ids in zip(clients, (every, every, mine), strict=True):
+            events = await client.read_until(len(ids))
+            assert [e.id for e in events] == ids
+        assert clients[2].events[-1].name == "job.completed"
+
+        writes = hub.writes
+        for n in range(5):  # one loop iteration's events
+            hub.publish("job.external.log", "j_1", {"n": n})
+        for client, ids in zip(clients, (every, every, mine), strict=True):
+            await client.read_until(len(ids) + 5)
+        assert hub.writes == writes + 3
+        hub.close()
+        assert await asyncio.gather(*followed) == ["shutdown"] * 3
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_stream_that_does_not_read_is_ended_as_slow_and_the_others_lose_nothing() -> None:
+    """More than WRITE_BUFFER_LIMIT queued for a client that does not read
+    ends its stream ("slow": the client resumes with its Last-Event-ID); a
+    client that reads gets every event."""
+
+    async def main() -> None:
+        hub = EventHub(1_000)
+        server, transports, clients = await _streams(2)
+        reading = asyncio.create_task(hub.follow(transports[0], None, 0))
+        stuck = asyncio.create_task(hub.follow(transports[1], None, 0))
+        while hub.streams < 2:
+            await asyncio.sleep(0)
+        big = "x" * 65_536
+        total = 0
+        read = asyncio.create_task(clients[0].read_until(10**9, "job.completed"))
+        while not stuck.done():
+            assert total * len(big) < 20 * WRITE_BUFFER_LIMIT, "the stuck stream was never ended"
+            for _ in range(8):
+                total += 1
+                hub.publish("job.external.log", "j_1", {"n": total, "message": big})
+            await asyncio.sleep(0.001)
+        assert stuck.result() == "slow"
+        hub.publish("job.completed", "j_1", {"n": total + 1})
+        events = await read
+        assert [e.json()["n"] for e in events] == list(range(1, total + 2))
+        assert not reading.done() and hub.streams == 1
+        hub.close()
+        assert await reading == "shutdown"
+        server.close()
+
+    asyncio.run(main())

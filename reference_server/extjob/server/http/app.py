@@ -351,6 +351,19 @@ async def prometheus(request: web.Request) -> web.Response:
         "Events published to SSE streams.",
         {(): hub.published},
     )
+    lines += metrics.metric("extjob_sse_streams", "gauge", "Open SSE streams.", {(): hub.streams})
+    lines += metrics.metric(
+        "extjob_sse_writes_total",
+        "counter",
+        "Writes to SSE streams' sockets (the events of a flush go out in one write).",
+        {(): hub.writes},
+    )
+    lines += metrics.metric(
+        "extjob_sse_write_cpu_seconds_total",
+        "counter",
+        "CPU the server spent writing to SSE streams.",
+        {(): hub.write_cpu},
+    )
     lines += request.app[LATENCY].lines()
     return web.Response(
         text="\n".join(lines) + "\n",

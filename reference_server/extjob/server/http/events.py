@@ -99,6 +99,8 @@ class EventHub:
         self._next_flush_at = 0.0
         self.closed = False
         self.published = 0
+        self.writes = 0  # to a stream's socket: one per stream and flush
+        self.write_cpu = 0.0  # seconds of CPU the flushes cost
 
     @property
     def last(self) -> int:
@@ -204,6 +206,7 @@ class EventHub:
         started = time.thread_time()
         self._write_all()
         cost = time.thread_time() - started
+        self.write_cpu += cost
         self._next_flush_at = asyncio.get_running_loop().time() + cost * FLUSH_PAUSE_RATIO
 
     def _write_all(self) -> None:
@@ -227,6 +230,7 @@ class EventHub:
             self._end(live, "gone")
             return
         transport.write(chunk)
+        self.writes += 1
         if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             self._end(live, "slow")
 
