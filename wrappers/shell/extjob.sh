@@ -1028,14 +1028,21 @@ _extjob_a_timers() {
   if ((_a_answer_at && _a_now >= _a_answer_at)); then
     _extjob_a_lost timeout
   fi
-  # HB-2: from `started` to the terminal message, whatever the job does.
-  if [[ ${_a_state} == up && -n ${_a_started} && -z ${_a_ended} ]]; then
+  # HB-2: from `started` to the terminal message, whatever the job does,
+  # on one clock across connections: a heartbeat due while the connection
+  # is down is dropped (never buffered) and the next is due on time, so a
+  # reconnect does not stretch the gap by the handshake and an interval.
+  if [[ -n ${_a_started} && -z ${_a_ended} ]]; then
     if ((_a_hb_at == 0)); then
       _a_hb_at=$((_a_now + _a_hb))
     elif ((_a_now >= _a_hb_at)); then
-      _extjob_a_stamp
-      _extjob_a_write "{\"type\":\"heartbeat\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}}" \
-        && _a_hb_at=$((_a_now + _a_hb))
+      if [[ ${_a_state} != up ]]; then
+        _a_hb_at=$((_a_now + _a_hb))
+      else
+        _extjob_a_stamp
+        _extjob_a_write "{\"type\":\"heartbeat\",\"jobId\":${_extjob_job_json},\"timestamp\":${_a_ts}}" \
+          && _a_hb_at=$((_a_now + _a_hb))
+      fi
     fi
   else
     _a_hb_at=0
