@@ -18,7 +18,7 @@ func allControls() string {
 // WRAP-3, FRAME-2: whatever string the job code gives, the line is correct
 // JSON, and the server reads back the same text, with invalid UTF-8 and lone
 // surrogates replaced by U+FFFD.
-func TestHostileStrings(t *testing.T) {
+func TestWrap3Frame2HostileStrings(t *testing.T) {
 	huge := strings.Repeat("\"\\\t\u2028🎉é\x00", 1<<17) // 1.4 MiB of trouble, 3 MiB escaped
 	tests := []struct {
 		name string
@@ -65,7 +65,7 @@ func TestHostileStrings(t *testing.T) {
 }
 
 // FRAME-2: NaN and Infinity cannot be sent.
-func TestNaNIsRefused(t *testing.T) {
+func TestFrame2NaNIsRefused(t *testing.T) {
 	for _, v := range []any{nan(), map[string]float64{"x": -nan()}} {
 		if b, err := encodeValue(v); err == nil {
 			t.Errorf("encoded %v as %s", v, b)

@@ -136,9 +136,10 @@ func serveAttempt(t *testing.T, c *peerConn, onStarted func()) (msgs []map[strin
 	}
 }
 
-// FIX-2, EXIT-2, EXIT-3: every scenario, as a real process against a real
-// socket, exits with the right status within 1000 ms of the terminal ack.
-func TestFixtureScenarios(t *testing.T) {
+// FIX-2, FIX-4, EXIT-3: every scenario, as a real process against a real
+// socket, exits with the right status (EXIT-2, crash its own) within 1000 ms
+// of the terminal ack, and prints nothing on standard output (FIX-3, wait).
+func TestFix2Fix3Fix4Exit3FixtureScenarios(t *testing.T) {
 	large := strings.Repeat("x", 300000)
 	tests := []struct {
 		name       string
@@ -211,7 +212,7 @@ func TestFixtureScenarios(t *testing.T) {
 
 // PAY-6: a missing or malformed payload ends the process with status 2 and
 // one line on standard error naming the problem, without connecting.
-func TestFixturePayloadErrors(t *testing.T) {
+func TestPay6FixturePayloadErrors(t *testing.T) {
 	peer := newPeer(t, "unix")
 	tests := []struct{ name, stdin, want string }{
 		{"empty stdin, no environment", "", "jobId"},
@@ -241,7 +242,7 @@ func TestFixturePayloadErrors(t *testing.T) {
 }
 
 // ENV-2: with an empty stdin the environment of the original names the job.
-func TestFixtureRunsFromTheEnvironment(t *testing.T) {
+func TestEnv2FixtureRunsFromTheEnvironment(t *testing.T) {
 	peer := newPeer(t, "tcp")
 	port := peer.address[strings.LastIndex(peer.address, ":")+1:]
 	proc := spawn(t, "", "DONKEYLABS_JOB_ID=j_env", "DONKEYLABS_JOB_NAME=n", "DONKEYLABS_SOCKET_PATH=", "DONKEYLABS_TCP_PORT="+port)
@@ -253,7 +254,7 @@ func TestFixtureRunsFromTheEnvironment(t *testing.T) {
 }
 
 // CANCEL-3: SIGTERM is a cancel request, even from a v1 server.
-func TestFixtureSigtermIsACancel(t *testing.T) {
+func TestCancel3FixtureSigtermIsACancel(t *testing.T) {
 	peer := newPeer(t, "unix")
 	proc := spawnPayload(t, fixturePayload(peer.socketPath, map[string]any{"scenario": "cancel"}, nil))
 	msgs, _, _ := serveAttempt(t, peer.accept(), func() { proc.cmd.Process.Signal(syscall.SIGTERM) })
@@ -293,7 +294,7 @@ func TestFixtureKilledMidSend(t *testing.T) {
 
 // RECONNECT-1, REPLAY-4: the server dies while the worker writes a large
 // result; the worker replays the whole line to the restarted server.
-func TestFixtureServerDiesMidSend(t *testing.T) {
+func TestReconnect1Replay4FixtureServerDiesMidSend(t *testing.T) {
 	peer := newPeer(t, "unix")
 	// A long ack wait (REPLAY-3): checking 8 MiB under the race detector is slow.
 	ext := extended("heartbeatIntervalMs", 10000)
@@ -321,7 +322,7 @@ func TestFixtureServerDiesMidSend(t *testing.T) {
 
 // WRAP-5: a broken standard error does not kill the worker (no SIGPIPE
 // death): the payload error still ends it with status 2.
-func TestFixtureSurvivesABrokenStderr(t *testing.T) {
+func TestWrap5FixtureSurvivesABrokenStderr(t *testing.T) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ func env(vars map[string]string) func(string) string {
 
 // ENV-2, PAY-6: fields the payload lacks come from EXTJOB_*, then
 // DONKEYLABS_*; what is still missing is named in a one-line error.
-func TestPayloadFallsBackToTheEnvironment(t *testing.T) {
+func TestEnv2Pay6PayloadFallsBackToTheEnvironment(t *testing.T) {
 	tests := []struct {
 		name     string
 		stdin    string
@@ -68,7 +68,7 @@ func TestPayloadFallsBackToTheEnvironment(t *testing.T) {
 }
 
 // PAY-3: the extension fields, and the defaults of section 12 without them.
-func TestPayloadExtensionsAndDefaults(t *testing.T) {
+func TestPay3Neg1PayloadExtensionsAndDefaults(t *testing.T) {
 	v1, err := ParsePayload([]byte(`{"jobId":"a","name":"n","data":null,"socketPath":"/s"}`), env(nil))
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func start(t testing.TB, p *Payload) *Job {
 
 // A payload without features makes a v1 worker: no hello, no seq, and it
 // never waits for the server (NEG-3), over both transports (TRANS-1).
-func TestV1WorkerNeverWaitsForTheServer(t *testing.T) {
+func TestNeg3Trans1V1WorkerNeverWaitsForTheServer(t *testing.T) {
 	for _, network := range transports {
 		t.Run(network, func(t *testing.T) {
 			peer := newPeer(t, network)
@@ -65,7 +65,7 @@ func TestV1WorkerNeverWaitsForTheServer(t *testing.T) {
 
 // HB-2: heartbeats from started to the terminal message while the job code
 // is blocked, none before started and none after the terminal message.
-func TestHeartbeatsWhileJobCodeIsBlocked(t *testing.T) {
+func TestHb2HeartbeatsWhileJobCodeIsBlocked(t *testing.T) {
 	peer := newPeer(t, "unix")
 	j := start(t, testPayload(t, peer.socketPath, map[string]any{"heartbeatIntervalMs": 20}))
 	c := peer.accept()
@@ -93,7 +93,7 @@ func TestHeartbeatsWhileJobCodeIsBlocked(t *testing.T) {
 
 // AUTH-2, REPLAY-1..3: hello first, nothing before welcome, every message
 // numbered, and Complete returns once the terminal message is acknowledged.
-func TestExtendedWorkerHandshakeSequencesAndAcks(t *testing.T) {
+func TestAuth2Replay1Replay3HandshakeSequencesAndAcks(t *testing.T) {
 	for _, network := range transports {
 		t.Run(network, func(t *testing.T) {
 			peer := newPeer(t, network)
@@ -138,7 +138,7 @@ func TestExtendedWorkerHandshakeSequencesAndAcks(t *testing.T) {
 // RECONNECT-1, REPLAY-4, REPLAY-6: the server goes away and comes back; the
 // worker keeps the job running, coalesces progress, and replays exactly what
 // was not acknowledged, unchanged, in seq order.
-func TestReconnectReplaysWhatWasNotAcknowledged(t *testing.T) {
+func TestReconnect1Replay4Replay6ReplaysWhatWasNotAcknowledged(t *testing.T) {
 	for _, network := range transports {
 		t.Run(network, func(t *testing.T) {
 			peer := newPeer(t, network)
@@ -188,7 +188,7 @@ func TestReconnectReplaysWhatWasNotAcknowledged(t *testing.T) {
 
 // LIFE-3, RECONNECT-4: a v1 worker sends started again after reconnecting,
 // then what it buffered meanwhile.
-func TestV1ReconnectSendsStartedAgain(t *testing.T) {
+func TestLife3Reconnect4V1ReconnectSendsStartedAgain(t *testing.T) {
 	peer := newPeer(t, "unix")
 	j := start(t, testPayload(t, peer.socketPath, nil))
 	c1 := peer.accept()
@@ -209,7 +209,7 @@ func TestV1ReconnectSendsStartedAgain(t *testing.T) {
 
 // REPLAY-3: an unacknowledged terminal message fails the connection; the
 // worker reconnects and replays it.
-func TestTerminalMessageWithoutAckIsReplayed(t *testing.T) {
+func TestReplay3TerminalMessageWithoutAckIsReplayed(t *testing.T) {
 	peer := newPeer(t, "unix")
 	p := testPayload(t, peer.socketPath, extended("heartbeatIntervalMs", 50))
 	j := start(t, p)
@@ -238,7 +238,7 @@ func TestTerminalMessageWithoutAckIsReplayed(t *testing.T) {
 // RECONNECT-3, SPOOL-2: the server never comes back; once the job code has
 // ended and the window has passed, the unacknowledged messages go to the
 // spool file after a hello, atomically, mode 0600.
-func TestSpoolWhenTheServerNeverComesBack(t *testing.T) {
+func TestReconnect3Spool2SpoolWhenTheServerNeverComesBack(t *testing.T) {
 	peer := newPeer(t, "unix")
 	spool := filepath.Join(t.TempDir(), "j_test.1.ndjson")
 	p := testPayload(t, peer.socketPath, extended("reconnectWindowMs", 300, "spoolPath", spool))
@@ -281,7 +281,7 @@ func TestSpoolWhenTheServerNeverComesBack(t *testing.T) {
 }
 
 // RECONNECT-3 without spool: the worker gives up and says so.
-func TestGiveUpWithoutSpool(t *testing.T) {
+func TestReconnect3GiveUpWithoutSpool(t *testing.T) {
 	p := testPayload(t, filepath.Join(t.TempDir(), "nobody.sock"), map[string]any{"reconnectWindowMs": 200})
 	j := start(t, p)
 	begun := time.Now()
@@ -295,7 +295,7 @@ func TestGiveUpWithoutSpool(t *testing.T) {
 
 // CTRL-4, CANCEL-3: a cancel cancels the job's context with the reason as
 // cause; the job code still decides how to end.
-func TestCancelCancelsTheContext(t *testing.T) {
+func TestCtrl4Cancel3CancelCancelsTheContext(t *testing.T) {
 	peer := newPeer(t, "tcp")
 	p := testPayload(t, peer.socketPath, extended())
 	j := start(t, p)
@@ -331,8 +331,9 @@ func TestCancelCancelsTheContext(t *testing.T) {
 }
 
 // CTRL-6, FRAME-3, LIMIT-3: the worker ignores what it does not understand
-// and keeps reading, even a line longer than it keeps.
-func TestServerNoiseIsIgnored(t *testing.T) {
+// and keeps reading, even a line longer than it keeps; a line of 1 MiB (the
+// welcome that lets the job start) is read.
+func TestCtrl6Frame3Limit3ServerNoiseIsIgnoredAnd1MiBLinesRead(t *testing.T) {
 	peer := newPeer(t, "unix")
 	p := testPayload(t, peer.socketPath, extended())
 	j := start(t, p)
@@ -342,7 +343,8 @@ func TestServerNoiseIsIgnored(t *testing.T) {
 	c.sendRaw(`{"type":"x-debug","jobId":"j_test","timestamp":1,"anything":1}` + "\n")
 	c.sendRaw(`{"type":"error","jobId":"j_test","timestamp":1,"code":"wrong_job","message":"m"}` + "\n")
 	c.sendRaw(`{"type":"welcome","jobId":"j_test","timestamp":1,"note":"` + strings.Repeat("x", 3<<20) + `"}` + "\n")
-	c.sendRaw(`{"type":"welcome","jobId":"j_test","timestamp":1,"protocolVersion":1,"features":["auth","replay"],"lastSeq":0,"heartbeatIntervalMs":1000}` + "\r\n")
+	welcome := `{"type":"welcome","jobId":"j_test","timestamp":1,"protocolVersion":1,"features":["auth","replay"],"lastSeq":0,"heartbeatIntervalMs":1000,"note":"`
+	c.sendRaw(welcome + strings.Repeat("x", 1<<20-len(welcome)-len(`"}`)) + `"}` + "\r\n")
 	started := c.nextMessage()
 	c.sendRaw("\xff\xfe garbage\n" + `{"type":"ack","jobId":"another","timestamp":1,"seq":1}` + "\n")
 	c.ack(p.JobID, started.seq())
@@ -355,7 +357,7 @@ func TestServerNoiseIsIgnored(t *testing.T) {
 }
 
 // AUTH-4: a refused hello closes the connection; the worker tries again.
-func TestRefusedHelloIsRetried(t *testing.T) {
+func TestAuth4RefusedHelloIsRetried(t *testing.T) {
 	peer := newPeer(t, "unix")
 	p := testPayload(t, peer.socketPath, extended())
 	j := start(t, p)
@@ -376,7 +378,7 @@ func TestRefusedHelloIsRetried(t *testing.T) {
 
 // REPLAY-6: a full buffer blocks the job code while connected and drops the
 // oldest logs while disconnected, then says how many.
-func TestFullBufferBlocksOrDropsLogs(t *testing.T) {
+func TestReplay6FullBufferBlocksOrDropsLogs(t *testing.T) {
 	peer := newPeer(t, "unix")
 	p := testPayload(t, peer.socketPath, extended())
 	j := start(t, p)
@@ -429,7 +431,7 @@ func TestFullBufferBlocksOrDropsLogs(t *testing.T) {
 
 // LIMIT-1: a line longer than maxLineBytes is never sent; a result that does
 // not fit fails the job instead.
-func TestLinesLongerThanTheLimit(t *testing.T) {
+func TestLimit1LinesLongerThanTheLimit(t *testing.T) {
 	peer := newPeer(t, "unix")
 	p := testPayload(t, peer.socketPath, map[string]any{"maxLineBytes": 65536})
 	j := start(t, p)
@@ -453,7 +455,7 @@ func TestLinesLongerThanTheLimit(t *testing.T) {
 }
 
 // LIFE-4: nothing is sent after the terminal message.
-func TestNothingAfterTheTerminalMessage(t *testing.T) {
+func TestLife4NothingAfterTheTerminalMessage(t *testing.T) {
 	peer := newPeer(t, "unix")
 	j := start(t, testPayload(t, peer.socketPath, nil))
 	peer.accept()
@@ -470,7 +472,7 @@ func TestNothingAfterTheTerminalMessage(t *testing.T) {
 }
 
 // MSG-4, MSG-6, NEG-2: calls the spec does not allow fail locally.
-func TestInvalidCallsFailLocally(t *testing.T) {
+func TestMsg4Msg6Neg2InvalidCallsFailLocally(t *testing.T) {
 	j := start(t, testPayload(t, filepath.Join(t.TempDir(), "none.sock"), map[string]any{"reconnectWindowMs": 0}))
 	for name, err := range map[string]error{
 		"percent above 100":  j.Progress(101, "", nil),
@@ -492,7 +494,7 @@ func TestInvalidCallsFailLocally(t *testing.T) {
 }
 
 // TIME-1: timestamps never decrease, even when the clock steps back.
-func TestTimestampsNeverDecrease(t *testing.T) {
+func TestTime1TimestampsNeverDecrease(t *testing.T) {
 	now := time.UnixMilli(5000)
 	c := &clock{now: func() time.Time { return now }}
 	var got []int64
@@ -506,7 +508,7 @@ func TestTimestampsNeverDecrease(t *testing.T) {
 }
 
 // RECONNECT-1: 100 ms doubling to 2000 ms, each plus 0-20 % jitter.
-func TestReconnectWaits(t *testing.T) {
+func TestReconnect1WaitsDoubleFrom100To2000MsWithJitter(t *testing.T) {
 	var b backoff
 	for round := 0; round < 2; round++ {
 		for _, base := range []time.Duration{100, 200, 400, 800, 1600, 2000, 2000} {
@@ -521,7 +523,7 @@ func TestReconnectWaits(t *testing.T) {
 
 // NEG-2: with auth alone, the worker says hello but numbers nothing and
 // needs no acks.
-func TestAuthWithoutReplay(t *testing.T) {
+func TestNeg2AuthWithoutReplay(t *testing.T) {
 	peer := newPeer(t, "unix")
 	p := testPayload(t, peer.socketPath, extended("features", []string{"auth"}))
 	j := start(t, p)
@@ -541,7 +543,7 @@ func TestAuthWithoutReplay(t *testing.T) {
 
 // WRAP-4: calls from many goroutines give whole lines, each message once, in
 // strictly increasing seq.
-func TestConcurrentCallers(t *testing.T) {
+func TestWrap4ConcurrentCallers(t *testing.T) {
 	peer := newPeer(t, "unix")
 	p := testPayload(t, peer.socketPath, extended())
 	j := start(t, p)
