@@ -11,7 +11,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,37 @@ def test_srv_5_v1_messages_for_another_job_change_nothing(hostile):
     )
     assert exchange(hostile.socket_path(hostile.victim), forged) == []  # NEG-3: silent to v1
     assert hostile.snapshot(hostile.bystander) == before
+
+
+def test_time_2_a_workers_timestamps_are_shown_as_sent_and_decide_nothing(hostile):
+    # The largest timestamp MSG-1 allows, then the epoch, then 5: each log is
+    # kept with the timestamp it carried (for display), in the order received.
+    stamps = [2**53 - 1, 0, 5]
+    job_id = hostile.victim
+    before = hostile.call(hostile.server.get(job_id))
+    sent = b"".join(
+        line(
+            {"type": "log", "jobId": job_id, "timestamp": ts, "level": "info", "message": f"t2 {i}"}
+        )
+        for i, ts in enumerate(stamps)
+    )
+    assert exchange(hostile.socket_path(job_id), sent) == []
+
+    async def stamped() -> list[Any]:
+        logs = await hostile.server.logs(job_id, limit=1_000_000)
+        return [e for e in logs if e.message.startswith("t2 ")]
+
+    hostile.call(wait_for(lambda: _has(stamped, len(stamps)), what="the three logs"))
+    logs = hostile.call(stamped())
+    assert [(e.message, e.timestamp) for e in logs] == [
+        (f"t2 {i}", ts) for i, ts in enumerate(stamps)
+    ]
+    after = hostile.call(hostile.server.get(job_id))
+    assert (after.status, after.started_at) == ("running", before.started_at)
+
+
+async def _has(entries: Callable[[], Awaitable[list[Any]]], n: int) -> bool:
+    return len(await entries()) >= n
 
 
 def test_srv_6_garbage_is_rejected_with_reasons_and_the_connection_stays(hostile):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import sqlite3
 import stat
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ async def v1_server(start, **definition) -> JobServer:
     return server
 
 
-def test_srv_v1_worker_completes_with_progress_logs_and_output(run_servers):
+def test_srv_2_srv_3_srv_4_srv_7_a_v1_worker_completes_with_progress_logs_and_output(run_servers):
     async def body(start):
         server = await v1_server(start)
         with server.events.subscribe() as events:
@@ -129,6 +130,29 @@ def test_hb_3_heartbeats_keep_a_job_alive(run_servers):
             job = await wait_finished(server, job_id)
             assert job.status == "completed"
             assert stale.dropped == 0 and not stale._events
+
+    run_servers(body)
+
+
+def test_hb_4_heartbeats_are_not_written_to_the_store(run_servers):
+    async def body(start):
+        # A lease renewed every 200 s: the server's own writes stay out of the window.
+        server = await start(lease_ms=600_000)
+        server.register_external("v1", command=PYTHON, args=V1)
+        with server.events.subscribe("job.external.spawned") as spawned:
+            job_id = await server.enqueue("v1", {"sleep_ms": 60_000, "heartbeat_ms": 20})
+            await next_event(spawned, "job.external.spawned", job_id)  # started is stored
+        store = sqlite3.connect(server.config.database)
+        # Changes when another connection commits to the database.
+        commits = store.execute("PRAGMA data_version").fetchone()
+        received = server.metrics.messages_received
+
+        async def beats() -> bool:
+            return server.metrics.messages_received >= received + 25
+
+        await wait_for(beats, what="25 heartbeats")
+        assert store.execute("PRAGMA data_version").fetchone() == commits
+        store.close()
 
     run_servers(body)
 

@@ -83,7 +83,7 @@ def test_enqueue_rejects_bad_bodies_with_a_clear_4xx(
     assert reply.body["error"].get("field") == field
 
 
-def test_a_body_over_the_payload_limit_is_413(server: Server) -> None:
+def test_limit_2_a_body_over_the_payload_limit_is_413(server: Server) -> None:
     # LIMIT-2: 16 MiB of data cannot become a payload.
     raw = b'{"name": "thumbnails", "data": "' + b"x" * (17 * 1024 * 1024) + b'"}'
     reply = server.call("POST", "/api/jobs", raw=raw)
@@ -159,7 +159,7 @@ def test_a_job_runs_to_completion_with_progress_result_and_logs(server: Server) 
     assert rest == {"logs": [], "nextCursor": None}
 
 
-def test_a_failed_job_reports_its_error(server: Server) -> None:
+def test_exit_1_a_failed_job_reports_its_error_and_srv_7_keeps_its_stderr(server: Server) -> None:
     job = server.enqueue("crash")
     failed = server.wait_for_status(job["id"], "failed")
     assert failed["error"] == "Process exited with code 3"  # EXIT-1

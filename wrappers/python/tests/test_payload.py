@@ -98,7 +98,7 @@ def test_malformed_payload_exits_2_with_one_line(
     assert peer.connections == []
 
 
-def test_payload_over_the_limit_is_refused() -> None:
+def test_pay_4_limit_2_a_payload_over_the_limit_is_refused() -> None:
     """PAY-4, LIMIT-2: at most 16 MiB are read; a larger payload is malformed."""
     big = b'{"jobId":"j","name":"n","socketPath":"/s","data":"' + b"x" * (16 << 20) + b'"}\n'
     with pytest.raises(PayloadError, match="PAY-4"):
