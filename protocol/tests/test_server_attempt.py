@@ -212,6 +212,20 @@ def test_msg_2_a_seq_on_a_heartbeat_is_ignored_not_taken_for_recorded() -> None:
     assert not intake.rejected
 
 
+def test_msg_5_a_heartbeat_is_a_sign_of_life_and_nothing_else() -> None:
+    # The fields other types define mean nothing on a heartbeat: it brings no
+    # progress, log or terminal to record and owes no ack, and it is valid.
+    a = attempt()
+    conn = extended(a)
+    a.recorded(conn.receive_data(line("started", seq=1), 1.0))
+    conn.data_to_send()  # the ack of started
+    fields = {"percent": 50, "message": "m", "level": "error", "result": 1, "error": "e"}
+    intake = conn.receive_data(line("heartbeat", **fields), 2.0)
+    assert not intake and not intake.rejected and not intake.sequenced
+    assert (intake.terminal, a.terminal, a.last_receipt) == (None, None, 2.0)
+    assert conn.data_to_send() == b""
+
+
 def test_replay_5_a_failed_store_rolls_back_so_that_the_replay_is_recorded() -> None:
     a = attempt()
     conn = extended(a)
