@@ -295,12 +295,16 @@ def _figures(samples: list[Sample], clients: int) -> dict:
         "pacer": sum(s.result["cpu"] for s in samples) / seconds,
         "clients": [sum(r["cpu"] for r in p) / sum(r["seconds"] for r in p) for p in processes],
         "machine": sum(s.machine[0] for s in samples) / sum(s.machine[1] for s in samples),
-        "hub": {
-            name: sum(s.hub[name] for s in samples) / seconds for name in _HUB_COUNTERS.values()
-        }
-        if all(s.hub for s in samples)
-        else None,
+        "hub": _sum_counters([s.hub for s in samples if s.hub is not None], len(samples)),
+        "seconds": seconds,
     }
+
+
+def _sum_counters(rounds: list[dict[str, float]], expected: int) -> dict[str, float] | None:
+    """The hub's counters over all rounds (None for the relay, which has none)."""
+    if len(rounds) < expected:
+        return None
+    return {name: sum(counters[name] for counters in rounds) for name in rounds[0]}
 
 
 _HUB_COUNTERS = {
@@ -310,7 +314,11 @@ _HUB_COUNTERS = {
 }
 
 
+DELAY = "extjob_sse_delay_seconds"
+
+
 def _hub_counters(server: DeployedServer) -> dict[str, float]:
+    """The hub's counters, and its delay histogram as ``le <bound>`` counts."""
     request = Request(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.token}"})
     with urlopen(request, timeout=30) as response:
         text = response.read().decode()
@@ -319,7 +327,19 @@ def _hub_counters(server: DeployedServer) -> dict[str, float]:
         name, _, value = line.partition(" ")
         if name in _HUB_COUNTERS:
             found[_HUB_COUNTERS[name]] = float(value)
+        elif name.startswith(f'{DELAY}_bucket{{le="'):
+            found["le " + name.split('"')[1]] = float(value)
+        elif name in (f"{DELAY}_sum", f"{DELAY}_count"):
+            found[name.removeprefix(f"{DELAY}_")] = float(value)
     return found
+
+
+def _bucket_of(hub: dict[str, float], share: float) -> str:
+    """The histogram's bound under which ``share`` of the flushes' delays fell."""
+    for key in sorted((k for k in hub if k.startswith("le ")), key=lambda k: float(k[3:])):
+        if hub[key] >= share * hub["count"]:
+            return f"<= {float(key[3:]) * 1000:g} ms" if key != "le +Inf" else "> 1 s"
+    return "?"
 
 
 def _measure_server(server: DeployedServer, clients: int, rate: int, seconds: float) -> Sample:
@@ -396,13 +416,23 @@ def _describe(label: str, m: dict) -> list[str]:
     hub = m["hub"]
     if hub is None:
         return [line, cpu, verdict]
+    seconds = m["seconds"]
     per_write = hub["write_cpu"] / hub["writes"] * 1e6 if hub["writes"] else 0.0
+    fan_out = hub["write_cpu"] / seconds
     split = (
-        f"      server's CPU: writing to the streams {hub['write_cpu']:.2f} cores "
-        f"({hub['writes']:,.0f} writes/s, {per_write:.1f} us each, {hub['events']:,.0f} events/s); "
-        f"the rest (reading, store, loop) {m['cores'] - hub['write_cpu']:.2f}"
+        f"      server's CPU: writing to the streams {fan_out:.2f} cores "
+        f"({hub['writes'] / seconds:,.0f} writes/s, {per_write:.1f} us each, "
+        f"{hub['events'] / seconds:,.0f} events/s); "
+        f"the rest (reading, store, loop) {m['cores'] - fan_out:.2f}"
     )
-    return [line, cpu, split, verdict]
+    mean = hub["sum"] / hub["count"] * 1000 if hub["count"] else 0.0
+    delay = (
+        f"      in the server, publication -> written to every stream: mean {mean:.2f} ms, "
+        f"p50 {_bucket_of(hub, 0.5)}, p99 {_bucket_of(hub, 0.99)} "
+        f"(of {hub['count'] / seconds:,.0f} flushes/s; the rest of the latency is before "
+        "the server publishes and after it writes)"
+    )
+    return [line, cpu, split, delay, verdict]
 
 
 def run(smoke: bool) -> list[str]:

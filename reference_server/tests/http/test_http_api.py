@@ -258,6 +258,7 @@ def test_metrics_count_jobs_and_time_requests(server: Server) -> None:
     assert any(line.startswith("extjob_messages_received_total ") for line in lines)
     for sse in ("extjob_sse_streams ", "extjob_sse_writes_total ", "extjob_sse_write_cpu_seconds"):
         assert any(line.startswith(sse) for line in lines), sse
+    assert any(line.startswith('extjob_sse_delay_seconds_bucket{le="0.001"} ') for line in lines)
     timed = [line.split("{", 1)[1] for line in lines if line.startswith("extjob_http_request_dur")]
     assert any(line.startswith('method="POST",route="/api/jobs",status="201"') for line in timed)
     assert any(

@@ -162,6 +162,8 @@ def test_live_streams_get_every_event_in_order_one_write_per_flush() -> None:
         for client, ids in zip(clients, (every, every, mine), strict=True):
             await client.read_until(len(ids) + 5)
         assert hub.writes == writes + 3
+        flushes = hub.delay.count  # each flush timed its oldest event, once
+        assert 1 <= flushes <= 202 and hub.delay.buckets[-1] <= flushes
         hub.close()
         assert await asyncio.gather(*followed) == ["shutdown"] * 3
         server.close()

@@ -364,6 +364,12 @@ async def prometheus(request: web.Request) -> web.Response:
         "CPU the server spent writing to SSE streams.",
         {(): hub.write_cpu},
     )
+    name = "extjob_sse_delay_seconds"
+    lines += [
+        f"# HELP {name} From an event's publication to its write to every SSE stream.",
+        f"# TYPE {name} histogram",
+        *hub.delay.lines(name),
+    ]
     lines += request.app[LATENCY].lines()
     return web.Response(
         text="\n".join(lines) + "\n",

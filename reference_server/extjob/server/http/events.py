@@ -42,16 +42,24 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .metrics import Histogram
+
 KEEPALIVE_SECONDS = 15.0
 WRITE_BUFFER_LIMIT = 4 * 1024 * 1024
 # The pause after a flush, as a multiple of the CPU that flush cost: writing
-# to the streams (one send per stream, ~5 us each) takes at most a quarter
+# to the streams (one send per stream, 5-10 us each) takes at most a third
 # of a core, so under a flood of events to many streams batches grow instead
 # of the backlog or the server's CPU; with few streams the pause is
 # microseconds and every read of a worker's socket is written at once. CPU,
 # not wall time: on a busy machine a flush that waited for a core cost no
 # more, and pausing for the wait would add it to every stream's latency.
-FLUSH_PAUSE_RATIO = 3.0
+# (bench/http_sse_latency: 3 costs a stream ~1 ms more on average, 1 leaves
+# the server above half a core on a quiet machine.)
+FLUSH_PAUSE_RATIO = 2.0
+
+# Seconds from an event's publication to its write to the last stream of its
+# flush: the hub's share of what a client waits (the pause, then the writes).
+DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 Snapshot = Callable[[], Awaitable[Mapping[str, Any] | None]]
 
@@ -101,6 +109,8 @@ class EventHub:
         self.published = 0
         self.writes = 0  # to a stream's socket: one per stream and flush
         self.write_cpu = 0.0  # seconds of CPU the flushes cost
+        self.delay = Histogram(DELAY_BUCKETS)  # one observation per flush: its oldest event
+        self._unwritten_since: float | None = None
 
     @property
     def last(self) -> int:
@@ -132,6 +142,8 @@ class EventHub:
         self._ring[number % len(self._ring)] = _Frame(number, job_id, name, data)
         self.published += 1
         if self._live:
+            if self._unwritten_since is None:
+                self._unwritten_since = time.monotonic()
             self._schedule_flush()
 
     def close(self) -> None:
@@ -207,6 +219,9 @@ class EventHub:
         self._write_all()
         cost = time.thread_time() - started
         self.write_cpu += cost
+        if self._unwritten_since is not None:
+            self.delay.observe(time.monotonic() - self._unwritten_since)
+            self._unwritten_since = None
         self._next_flush_at = asyncio.get_running_loop().time() + cost * FLUSH_PAUSE_RATIO
 
     def _write_all(self) -> None:
