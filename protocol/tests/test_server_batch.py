@@ -188,3 +188,19 @@ def test_replay_5_receive_all_takes_only_new_ordinary_messages() -> None:
     assert not run(6, 5)
     assert not run(4, None)  # REPLAY-1
     assert not run(4, 5, state=AttemptState.SPAWNED)  # LIFE-2 tolerance: one by one
+
+
+def test_replay_2_a_released_intake_is_still_recorded_and_acked() -> None:
+    """The server lets a read's messages go before its commit (Intake.release):
+    the ack and the recorded seq come out the same."""
+    attempt = _attempt()
+    conn = attempt.connect()
+    conn.receive_data(_hello(["auth", "replay"]) + b"\n", 1.0)
+    conn.data_to_send()
+    read = _line("started", seq=1) + b"\n" + _line("progress", seq=2, percent=1) + b"\n"
+    intake = conn.receive_data(read, 2.0)
+    intake.release()
+    assert intake and not intake.messages and not intake.received
+    attempt.recorded(intake)
+    assert attempt.recorded_seq == 2
+    assert [r["seq"] for r in map(orjson.loads, conn.data_to_send().splitlines())] == [2]

@@ -111,6 +111,7 @@ class Intake:
     bound: Binding | None = None
     sequenced = False
     reconnected = False
+    _records = False  # messages to store, even once released
     _last_seq = 0
     _state = AttemptState.SPAWNED
 
@@ -124,7 +125,17 @@ class Intake:
 
     def __bool__(self) -> bool:
         """Anything to store."""
-        return bool(self.messages)
+        return self._records
+
+    def release(self) -> None:
+        """Let the messages go once the caller has taken what it stores and
+        emits from them, before the store's commit: reads in flight then hold
+        their batches only, not every decoded line (many busy connections read
+        megabytes per loop iteration). What ``recorded`` needs stays."""
+        self.messages = []
+        self.received = []
+        if self.tolerated:
+            self.tolerated = []
 
     @property
     def last_seq(self) -> int:
@@ -244,7 +255,7 @@ class ServerAttempt:
         """The store holds ``intake.messages``: owe the ack, keep the terminal."""
         if intake._epoch != self._epoch:
             raise LocalProtocolError("an intake from before a rollback was recorded")
-        if intake.messages:
+        if intake._records:
             if intake._last_seq > self._recorded.last_seq:
                 self._recorded.last_seq = intake._last_seq
             self._recorded.state = intake._state
@@ -468,6 +479,7 @@ class ServerConnection:
             attempt.stale = False
         if records:
             lifecycle = attempt.lifecycle
+            intake._records = True
             intake._last_seq = lifecycle.last_seq
             intake._state = lifecycle.state
         return intake
@@ -493,11 +505,11 @@ class ServerConnection:
         else:
             return lines
         intake.received.extend(messages)
-        types = list(map(_types_of, messages))
-        if not SEQUENCED_TYPES.issuperset(types):  # heartbeats: a sign of life only
-            intake.messages.extend(compress(messages, map(SEQUENCED_TYPES.__contains__, types)))
-        else:
+        if SEQUENCED_TYPES.issuperset(map(_types_of, messages)):
             intake.messages.extend(messages)
+        else:  # heartbeats: a sign of life only
+            recorded = map(SEQUENCED_TYPES.__contains__, map(_types_of, messages))
+            intake.messages.extend(compress(messages, recorded))
         if self.replay:  # receive_all: every sequenced message has its seq
             intake.sequenced = bool(intake.messages)
         else:

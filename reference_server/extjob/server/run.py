@@ -223,6 +223,7 @@ class AttemptRun:
         self.next_index += len(batch.logs)
         if events:
             self.events_waiting += 1
+        intake.release()  # what the store and the events need is in batch and events
         self.host.recorder.add(
             Record(self.job_id, self.rec.attempt, first, batch),
             lambda ok: self._recorded(ok, conn, intake, events, batch),
@@ -597,11 +598,11 @@ class AttemptRun:
             )
             os.replace(path, path + ".rejected")
             return
+        count = len(intake.received)
         self.deliver(None, intake)
         if intake and not await self.host.recorder.flush():
             return  # keep the file: the next start collects it again
         os.unlink(path)
-        count = len(intake.received)
         log.info("job %s: collected spool file with %d messages", self.job_id, count)
 
     def _release(self) -> None:
