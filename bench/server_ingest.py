@@ -21,6 +21,39 @@ disturb it far less than the rate, so it says what the server itself costs.
 
 Targets (issue 15): one worker at least 1,000,000 msg/s and at least 35% of
 the bare reader; a subscriber or the deployed HTTP layer costs at most 20%.
+One worker's figures are the best of ``ROUNDS`` rounds (the machine is shared).
+
+Where the time goes (``CoreParts``, printed by every run): the core's parts
+measured on the load worker's own lines, read by read, and what the server
+adds beyond the core. On the 2-core CI-like machine (shared, Dec 2026), one
+worker, CPU us per message:
+
+=====================================================  =======
+split into lines (``LineBuffer``)                         0.05
+JSON parse: one orjson call per line (FRAME-1)            0.35
+schema check: one jsonschema-rs call per type and read    0.29
+``Message`` objects (one per line: the core's API)        0.22
+lifecycle for the read (``Attempt.receive_all``)          0.13
+the rest of the core (intake, ack)                        0.06
+cyclic GC at Python's default thresholds                  0.31
+  (0.01 with ``extjob serve``'s: frozen heap, gen0 50k)
+beyond the core: socket reads, event loop, deliver        0.12
+  (one batch and one progress event per read), store
+  commit (a thread), acks
+the in-process server, whole process                      1.54   640k msg/s
+the bare asyncio reader (split + orjson, the limit)       0.52   1.85M msg/s
+=====================================================  =======
+
+Before the fast path (this bench, same machine, the same day): 3.7 us/msg,
+134k msg/s. What limits it now: the two native calls every message needs
+(orjson on its line, jsonschema-rs on its object) take ~0.65 us alone, and
+each message is a Python dict and a ``Message`` tuple that the collector
+scans; 1M msg/s leaves 1 us for everything, so with one schema-valid
+``Message`` per line the target is out of reach in Python on this machine:
+the best reached is ~640k msg/s in-process, ~690k deployed (35% of the bare
+reader). Everything per message that is Python bookkeeping is done per read
+(``decode_all``, ``Attempt.receive_all``, a run of progress collected as its
+latest); a read with anything unusual is taken line by line, as before.
 
 Run: ``python bench/server_ingest.py [--smoke]`` or ``python bench/run.py server_ingest``.
 """
@@ -36,7 +69,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from _server_common import (
@@ -56,7 +89,6 @@ from extjob.protocol import (
     AttemptState,
     Binding,
     LineBuffer,
-    OversizedLine,
     ServerAttempt,
     decode_all,
 )
@@ -66,6 +98,7 @@ SIZES = {False: [(1, 100_000), (50, 2_000)], True: [(1, 5_000), (10, 500)]}
 TARGET_RATE = 1_000_000  # one worker
 TARGET_SHARE = 0.35  # of the bare reader, one worker
 TARGET_LOSS = 0.20  # a subscriber, or the deployed HTTP layer
+ROUNDS = 3  # one worker's figures: the best of
 
 
 def verdict(ok: bool) -> str:
@@ -214,10 +247,15 @@ READ_BYTES = 256 * 1024  # what one read of the socket delivers (asyncio's max)
 
 class CoreParts:
     """CPU microseconds per message of each part of the core's ingest, on the
-    load worker's own lines cut into reads as the socket delivers them: best
-    of a few passes, each in a fresh attempt. What is left of the in-process
-    server's figure beyond ``core`` is the server's own (socket reads, event
-    loop, deliver, store, acks)."""
+    load worker's own lines cut into reads as the socket delivers them.
+
+    Each pass goes read by read and lets a read's results go before the next,
+    as the server does (``Intake.release``); the parts are the differences
+    between passes that do one step more each (split; parse; + schema check;
+    + Message objects = ``decode_all``; + lifecycle), best of a few passes,
+    without the cyclic GC, whose share is the core's pass with it less
+    without. What is left of the in-process server's figure beyond ``core``
+    is the server's own (socket reads, event loop, deliver, store, acks)."""
 
     def __init__(self, count: int) -> None:
         job_id, token = "j_" + "0" * 16, "t" * 43
@@ -225,24 +263,29 @@ class CoreParts:
         reads = [blob[i : i + READ_BYTES] for i in range(0, len(blob), READ_BYTES)]
         schema = fast_list_validator(message_schema("worker", "progress")).is_valid
 
-        def best(pass_: Callable[[], object]) -> float:
+        def best(pass_: Callable[[], None], passes: int = 5) -> float:
             times = []
-            for _ in range(3):
+            for _ in range(passes):
                 cpu = time.process_time()
                 pass_()
                 times.append(time.process_time() - cpu)
             return min(times) / count * 1e6
 
-        def split() -> list[list[bytes | OversizedLine]]:
-            buffer = LineBuffer()
-            return [buffer.feed(read) for read in reads]
+        def each(items: list[Any], step: Callable[[Any], object]) -> Callable[[], None]:
+            def pass_() -> None:
+                for item in items:  # one read's results go before the next's
+                    step(item)
 
-        lines = cast(list[list[bytes]], split())  # no line is oversized
+            return pass_
 
-        def lifecycle() -> None:
-            attempt = Attempt(job_id, 1, AttemptState.RUNNING)
-            for chunk in messages:
-                assert chunk is not None and attempt.receive_all(chunk, True)
+        buffer = LineBuffer()
+        lines = cast(list[list[bytes]], [buffer.feed(read) for read in reads])  # none oversized
+        attempt = Attempt(job_id, 1, AttemptState.RUNNING)
+
+        def lifecycle(chunk: list[bytes]) -> None:
+            attempt.last_seq = 1  # every pass takes the same seqs again
+            messages = decode_all(chunk)
+            assert messages is not None and attempt.receive_all(messages, True)
 
         def core() -> None:
             attempt = ServerAttempt(job_id, token, now=0.0, recorded_seq=1)
@@ -252,26 +295,23 @@ class CoreParts:
                 attempt.recorded(conn.receive_data(read, 1.0))
             assert attempt.recorded_seq == count + 1, attempt.recorded_seq
 
-        # The parts without the cyclic GC: what is kept for the next part
-        # (every read decoded) would make its scans cost what the server's do not.
         gc.disable()
         try:
-            objs = [list(map(orjson.loads, chunk)) for chunk in lines]
-            messages = [decode_all(chunk) for chunk in lines]
-            self.split = best(split)
-            self.parse = best(lambda: [list(map(orjson.loads, chunk)) for chunk in lines])
-            self.schema = best(lambda: [schema(chunk) for chunk in objs])
-            decoded = best(lambda: [decode_all(chunk) for chunk in lines])
-            self.messages = max(0.0, decoded - self.parse - self.schema)
-            self.lifecycle = best(lifecycle)
+            split = best(each(reads, LineBuffer().feed))
+            parsed = best(each(lines, lambda chunk: list(map(orjson.loads, chunk))))
+            checked = best(each(lines, lambda chunk: schema(list(map(orjson.loads, chunk)))))
+            decoded = best(each(lines, decode_all))
+            lived = best(each(lines, lifecycle))
             core_alone = best(core)
-            objs.clear()
-            messages.clear()
         finally:
             gc.enable()
+        self.split, self.parse = split, parsed
+        self.schema = max(0.0, checked - parsed)
+        self.messages = max(0.0, decoded - checked)
+        self.lifecycle = max(0.0, lived - decoded)
+        self.rest = max(0.0, core_alone - split - lived)
         self.core = best(core)  # as the server runs it: Python's default GC thresholds
         self.gc = max(0.0, self.core - core_alone)
-        self.rest = max(0.0, core_alone - self.split - decoded - self.lifecycle)
 
     def lines(self, server: Rate) -> list[str]:
         natives = self.parse + self.schema
@@ -288,13 +328,34 @@ class CoreParts:
         ]
 
 
+async def measure(workers: int, count: int, rounds: int) -> dict[str, Rate]:
+    """Each figure ``rounds`` times, in turn, and its best: on a shared machine
+    a round that others slowed down says little about either side."""
+    best: dict[str, Rate] = {}
+    for _ in range(rounds):
+        got = {
+            "bare": await bare_rate(workers, count),
+            "served": await server_rate(workers, count),
+            "heard": await server_rate(workers, count, subscriber=True),
+        }
+        if workers == 1:
+            got["deployed"] = await asyncio.to_thread(deployed_rate, count)
+        for name, rate in got.items():
+            if name not in best or rate.per_second > best[name].per_second:
+                best[name] = rate
+    return best
+
+
 def run(smoke: bool) -> list[str]:
     async def main() -> list[str]:
-        lines = ["server_ingest: progress messages recorded per second (issue 15)"]
+        lines = [
+            "server_ingest: progress messages recorded per second (issue 15); "
+            f"one worker: the best of {1 if smoke else ROUNDS} rounds of every figure"
+        ]
         for workers, count in SIZES[smoke]:
-            bare = await bare_rate(workers, count)
-            served = await server_rate(workers, count)
-            heard = await server_rate(workers, count, subscriber=True)
+            rounds = 1 if smoke or workers > 1 else ROUNDS
+            best = await measure(workers, count, rounds)
+            bare, served, heard = best["bare"], best["served"], best["heard"]
             lines.append(
                 f"  {workers:>3} worker(s) x {count:,}: server {served} "
                 f"= {served.per_second / bare.per_second:.0%} of the bare asyncio reader "
@@ -308,7 +369,7 @@ def run(smoke: bool) -> list[str]:
                    f"{verdict(lost <= TARGET_LOSS)}")
             )  # fmt: skip
             if workers == 1:
-                deployed = await asyncio.to_thread(deployed_rate, count)
+                deployed = best["deployed"]
                 lost = 1 - deployed.per_second / served.per_second
                 lines.append(
                     f"      deployed (extjob serve, HTTP/SSE on, no client): {deployed} "
