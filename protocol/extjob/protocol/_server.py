@@ -131,7 +131,8 @@ class Intake:
         """Let the messages go once the caller has taken what it stores and
         emits from them, before the store's commit: reads in flight then hold
         their batches only, not every decoded line (many busy connections read
-        megabytes per loop iteration). What ``recorded`` needs stays."""
+        megabytes per loop iteration). What ``recorded`` needs stays. New
+        lists, not cleared ones: a caller may keep the old (a wire view)."""
         self.messages = []
         self.received = []
         if self.tolerated:
