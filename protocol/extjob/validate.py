@@ -5,9 +5,12 @@ server received them (SPEC section 9). Every line is checked against the
 schemas and the stream rules; each problem is reported with its line and
 requirement id, and the rest of the stream is still checked.
 
-Schema checks are independent per line, so large inputs fan them out in
-batches to worker processes; the stream rules need the order and run here,
-on lines the workers found valid.
+The lines go in batches. Schema checks are independent per line, so the
+batches can fan out to worker processes; a valid batch is checked in a few
+native calls, and cut into runs of ordinary messages (``runs``) that the
+stream rules, which need the order and are applied here, take a run at a
+time. Anything unusual (a bad line, started, hello, the terminal message,
+a replay) is checked line by line, by the same rules.
 """
 
 from __future__ import annotations
@@ -15,31 +18,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import multiprocessing
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol, TextIO
 
 from extjob import reporting
+
+if TYPE_CHECKING:  # the worker processes' modules are imported when they start
+    from concurrent.futures import Executor
 from extjob.protocol import (
     DEFAULT_MAX_LINE_BYTES,
     LineBuffer,
-    Message,
+    OrdinaryRun,
     OversizedLine,
     Problem,
     RemoteProtocolError,
     StreamChecker,
     decode,
+    decode_bodies,
     message_of,
-    parse_line,
+    runs,
 )
 
 CHUNK_BYTES = 1 << 20
-BATCH_LINES = 4096
+BATCH_LINES = 4096  # a batch is this many lines, or the lines of CHUNK_BYTES read
+SLICE_LINES = 512  # lines decoded at a time: their bodies fit in the CPU's cache
 GC_THRESHOLD = 100_000  # allocations between two runs of the cyclic collector
 
 
@@ -59,28 +65,80 @@ class StreamReport:
     findings: list[StreamFinding] = field(default_factory=list)
 
 
-def schema_problems(lines: list[bytes]) -> list[tuple[int, Problem]]:
-    """(index, problem) for each line of a batch that does not decode."""
-    return decoded(lines)[0]
+class LineBatch(NamedTuple):
+    first: int  # the number of its first line
+    lines: list[bytes | OversizedLine]
 
 
-def decoded(lines: list[bytes]) -> tuple[list[tuple[int, Problem]], list[Message | None]]:
-    """The problems of a batch, and its messages (None where a line does not decode)."""
+# What the schema checks make of a batch: (index, problem) for each line
+# that is not a valid message; the batch cut into runs and stretches to check
+# line by line (``runs``); and the bodies of the lines in those stretches
+# (None where a line is blank, oversized or bad). Small to send back from a
+# worker process: a run is a few numbers and its seqs.
+Examined = tuple[
+    list[tuple[int, Problem]], list[tuple[int, int, OrdinaryRun | None]], dict[int, Any]
+]
+
+
+def examine(lines: Sequence[bytes | OversizedLine]) -> Examined:
+    """Check a batch against the schemas: in a few native calls per slice when
+    every line is valid (the common case), else line by line, to say why not.
+    A slice's bodies are dropped as soon as it is cut into runs, while they
+    are still in the CPU's cache."""
+    found: list[tuple[int, Problem]] = []
+    parts: list[tuple[int, int, OrdinaryRun | None]] = []
+    singles: dict[int, Any] = {}
+    for offset in range(0, len(lines), SLICE_LINES):
+        piece = lines[offset : offset + SLICE_LINES]
+        decoded = decode_bodies(piece)  # type: ignore[arg-type]  # an OversizedLine fails it
+        bodies: list[Any] | None = decoded.objs if decoded else None
+        if bodies is None:
+            problems, bodies = decode_each(piece)
+            found += [(offset + index, problem) for index, problem in problems]
+        for start, end, run in runs(bodies):
+            parts.append((offset + start, offset + end, run))
+            if run is None:
+                singles.update(
+                    zip(range(offset + start, offset + end), bodies[start:end], strict=True)
+                )
+    return found, parts, singles
+
+
+def decode_each(
+    lines: Sequence[bytes | OversizedLine],
+) -> tuple[list[tuple[int, Problem]], list[Any]]:
+    """The problems of a batch, line by line, and its bodies (None where a line
+    is blank, FRAME-3, oversized, reported where it was read, or bad)."""
     found = []
-    messages: list[Message | None] = []
+    bodies: list[Any] = []
     for index, line in enumerate(lines):
-        try:
-            messages.append(decode(line))
-        except RemoteProtocolError as exc:
-            found.append((index, Problem(exc.requirement, exc.field, exc.detail)))
-            messages.append(None)
-    return found, messages
+        body = None
+        if isinstance(line, bytes) and line.strip():
+            try:
+                body = decode(line).body
+            except RemoteProtocolError as exc:
+                found.append((index, Problem(exc.requirement, exc.field, exc.detail)))
+        bodies.append(body)
+    return found, bodies
 
 
-# A batch's schema problems (from a worker process, or found here), and its
-# messages when decoded here: a worker's would cost more to send back than
-# to parse again.
-Checked = tuple[list[tuple[int, Problem]], list[Message | None] | None]
+class _Pending(Protocol):
+    def result(self) -> Examined: ...
+
+
+class _Done(NamedTuple):
+    """A batch examined here: done already, like a finished future."""
+
+    examined: Examined
+
+    def result(self) -> Examined:
+        return self.examined
+
+
+def _examine_joined(joined: bytes) -> Examined:
+    """:func:`examine` in a worker process: the batch comes as one bytes
+    object, cheaper to send than a list of lines."""
+    return examine(joined.split(b"\n"))
 
 
 class Validator:
@@ -106,9 +164,9 @@ class Validator:
     def _check(self, source: str, chunks: Iterable[bytes]) -> StreamReport:
         report = StreamReport(source)
         checker = StreamChecker()
-        in_flight: deque[tuple[list[tuple[int, bytes]], Future[Checked]]] = deque()
+        in_flight: deque[tuple[LineBatch, _Pending]] = deque()
         for batch in self._batches(chunks, report):
-            in_flight.append((batch, self._submit([line for _, line in batch])))
+            in_flight.append((batch, self._submit(batch.lines)))
             if len(in_flight) > 2 * self.jobs:
                 self._apply(*in_flight.popleft(), checker, report)
         while in_flight:
@@ -117,57 +175,62 @@ class Validator:
         report.findings.sort(key=lambda f: f.line or 0)
         return report
 
-    def _submit(self, lines: list[bytes]) -> Future[Checked]:
+    def _submit(self, lines: list[bytes | OversizedLine]) -> _Pending:
         if self.jobs > 1:
             if self._pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                decode_bodies([])  # compile the schemas once, before the fork
                 context = multiprocessing.get_context("fork")
                 self._pool = ProcessPoolExecutor(self.jobs, mp_context=context)
-            return self._pool.submit(_problems_only, lines)
-        done: Future[Checked] = Future()
-        done.set_result(decoded(lines))  # one parse per line: the messages are kept
-        return done
+            try:
+                joined = b"\n".join(lines)  # type: ignore[arg-type]
+            except TypeError:  # an oversized line (reported here) goes as a blank one
+                joined = b"\n".join(line if isinstance(line, bytes) else b"" for line in lines)
+            return self._pool.submit(_examine_joined, joined)
+        return _Done(examine(lines))
 
-    def _batches(
-        self, chunks: Iterable[bytes], report: StreamReport
-    ) -> Iterator[list[tuple[int, bytes]]]:
-        """Numbered non-blank lines in batches; oversized lines are reported here."""
+    def _batches(self, chunks: Iterable[bytes], report: StreamReport) -> Iterator[LineBatch]:
+        """The lines (numbered from 1, blank ones too) in batches."""
         buffer = LineBuffer(self.max_line_bytes)
-        batch: list[tuple[int, bytes]] = []
+        lines: list[bytes | OversizedLine] = []
+        read = 0
         for chunk in _with_final_newline(chunks, buffer):
-            for line in buffer.feed(chunk):
-                report.lines += 1
-                if isinstance(line, OversizedLine):
-                    limit = f"{line.size} bytes, over the limit of {self.max_line_bytes}"
-                    problem = Problem("LIMIT-1", None, f"line of {limit}")
-                    report.findings.append(StreamFinding(report.source, report.lines, problem))
-                elif line.strip():  # FRAME-3: blank lines are ignored
-                    batch.append((report.lines, line))
-            if len(batch) >= BATCH_LINES:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            lines += buffer.feed(chunk)
+            read += len(chunk)
+            if lines and (len(lines) >= BATCH_LINES or read >= CHUNK_BYTES):
+                yield LineBatch(report.lines + 1, lines)
+                report.lines += len(lines)
+                lines, read = [], 0
+        if lines:
+            yield LineBatch(report.lines + 1, lines)
+            report.lines += len(lines)
 
     def _apply(
-        self,
-        batch: list[tuple[int, bytes]],
-        schema_result: Future[Checked],
-        checker: StreamChecker,
-        report: StreamReport,
+        self, batch: LineBatch, examined: _Pending, checker: StreamChecker, report: StreamReport
     ) -> None:
-        found, messages = schema_result.result()
+        """The stream rules, in order: a whole run at a time where it is
+        ordinary, else line by line (``StreamChecker.check``)."""
+        found, parts, singles = examined.result()
+        lines = batch.lines
         bad = dict(found)
-        check, source, findings = checker.check, report.source, report.findings
-        for index, (number, line) in enumerate(batch):
-            if index in bad:
-                problems = [bad[index]]
-            else:
-                message = messages[index] if messages is not None else None
-                if message is None:  # checked in a worker process: parse it again
-                    message = message_of(parse_line(line))
-                if not (problems := check(message, line)):
-                    continue  # the common case, kept cheap
-            findings += [StreamFinding(source, number, problem) for problem in problems]
+        for start, end, run in parts:
+            if run is not None and checker.apply_run(run, lines[start:end]):  # type: ignore[arg-type]
+                continue
+            for index in range(start, end):
+                line = lines[index]
+                if index in bad:
+                    problems = [bad[index]]
+                elif isinstance(line, OversizedLine):
+                    limit = f"{line.size} bytes, over the limit of {self.max_line_bytes}"
+                    problems = [Problem("LIMIT-1", None, f"line of {limit}")]
+                elif (body := singles[index]) is None:
+                    continue  # FRAME-3: a blank line is ignored
+                else:
+                    problems = checker.check(message_of(body), line)
+                number = batch.first + index
+                report.findings += [StreamFinding(report.source, number, p) for p in problems]
 
 
 @contextlib.contextmanager
@@ -182,10 +245,6 @@ def _rare_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*threshold)
-
-
-def _problems_only(lines: list[bytes]) -> Checked:
-    return schema_problems(lines), None
 
 
 def _with_final_newline(chunks: Iterable[bytes], buffer: LineBuffer) -> Iterator[bytes]:

@@ -44,6 +44,7 @@ from ._messages import (
     cancel,
     decode,
     decode_all,
+    decode_bodies,
     decode_object,
     error,
     message_of,
@@ -65,7 +66,7 @@ from ._payload import (
 from ._schemas import SCHEMA_DIR, Problem, message_types
 from ._server import Binding, Intake, ServerAttempt, ServerConnection, Silence
 from ._state import TRANSITIONS, Attempt, AttemptState, Verdict
-from ._stream import StreamChecker
+from ._stream import OrdinaryRun, StreamChecker, ordinary_run, runs
 from ._timing import (
     DEFAULT_CANCEL_DEADLINE_MS,
     DEFAULT_HEARTBEAT_TIMEOUT_MS,
@@ -118,6 +119,7 @@ __all__ = [
     "LineBuffer",
     "LocalProtocolError",
     "Message",
+    "OrdinaryRun",
     "Outcome",
     "OversizedLine",
     "Problem",
@@ -134,6 +136,7 @@ __all__ = [
     "cancel",
     "decode",
     "decode_all",
+    "decode_bodies",
     "decode_object",
     "describe_exit",
     "encode",
@@ -144,12 +147,14 @@ __all__ = [
     "message_of",
     "message_types",
     "negotiate",
+    "ordinary_run",
     "outcome",
     "parse_line",
     "payload_environment",
     "problems",
     "reconnect_delays_ms",
     "retry_delay_ms",
+    "runs",
     "stale_slack_ms",
     "terminal_ack_timeout_ms",
     "timed_out",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
+from operator import call
 from typing import Any, NamedTuple
 
 import orjson
@@ -162,28 +163,12 @@ def decode_all(lines: Sequence[bytes], direction: Direction = "worker") -> list[
 
     The fast path of a read of many lines. None says only that some line is
     unusual: the caller decodes them one by one, which says which and why
-    (SRV-6). Each line is parsed on its own (FRAME-1: a line is one JSON
-    value, so the lines are never parsed as one text), then one schema call
-    checks all the messages of one type.
+    (SRV-6). The checks are :func:`decode_bodies`'.
     """
-    try:
-        objs = list(map(orjson.loads, lines))
-        types: list[Any] = list(map(_dict_get, objs, repeat("type")))  # TypeError: not an object
-        kinds = set(types)  # TypeError: a type that is an array or an object
-    except (orjson.JSONDecodeError, TypeError):
+    decoded = decode_bodies(lines, direction)
+    if decoded is None:
         return None
-    checks = _LIST_CHECKS.get(direction) or _checks_by_type(
-        _LIST_CHECKS, fast_list_validator, direction
-    )
-    for kind in kinds:
-        is_valid = checks.get(kind)
-        if is_valid is None:  # missing, not a string, unknown or private
-            return None
-        same = (
-            objs if len(kinds) == 1 else [o for o, t in zip(objs, types, strict=True) if t == kind]
-        )
-        if not is_valid(same):
-            return None
+    objs, types, kinds = decoded
     job_ids = map(_dict_get, objs, repeat("jobId"))
     stamps = map(_dict_get, objs, repeat("timestamp"))
     if kinds <= SEQUENCED_TYPES:
@@ -193,6 +178,47 @@ def decode_all(lines: Sequence[bytes], direction: Direction = "worker") -> list[
     return list(
         map(_new_tuple, repeat(Message), zip(types, job_ids, stamps, seqs, objs, strict=True))
     )
+
+
+class Bodies(NamedTuple):
+    """Valid messages not made into :class:`Message` yet, with their types."""
+
+    objs: list[Any]
+    types: list[Any]
+    kinds: set[Any]  #: the types there are
+
+
+def decode_bodies(lines: Sequence[bytes], direction: Direction = "worker") -> Bodies | None:
+    """The bodies of many lines if each is a valid message of a defined type,
+    checked as ``decode`` checks one, in a few native calls for them all;
+    else None (then decode them one by one to learn which and why).
+
+    Each line is parsed on its own (FRAME-1: a line is one JSON value, so the
+    lines are never parsed as one text). Messages of one type are checked in
+    one schema call; of several (progress, logs and heartbeats), a call per
+    message beats sorting them by type in Python code first.
+    """
+    try:
+        objs = list(map(orjson.loads, lines))
+        types: list[Any] = list(map(_dict_get, objs, repeat("type")))  # TypeError: not an object
+        kinds = set(types)  # TypeError: a type that is an array or an object
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    if len(kinds) == 1:
+        checks = _LIST_CHECKS.get(direction) or _checks_by_type(
+            _LIST_CHECKS, fast_list_validator, direction
+        )
+        is_valid = checks.get(types[0])
+        if is_valid is None or not is_valid(objs):  # missing, not a string, unknown, private
+            return None
+    else:
+        checks = _VALIDITY_CHECKS.get(direction) or _validity_checks(direction)
+        try:
+            if not all(map(call, map(checks.__getitem__, types), objs)):
+                return None
+        except KeyError:  # missing, not a string, unknown or private
+            return None
+    return Bodies(objs, types, kinds)
 
 
 def message_of(obj: Mapping[str, Any]) -> Message:

@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
 import jsonschema_rs
-from referencing import Registry, Resource
-from referencing._core import Resolver
+
+if TYPE_CHECKING:  # imported where a line is explained: a tenth of a second to import
+    import jsonschema
+    from referencing import Registry
+    from referencing._core import Resolver
 
 SCHEMA_DIR = Path(__file__).with_name("schema")
 Direction = Literal["worker", "server"]
@@ -72,6 +74,8 @@ def _all_schemas() -> dict[str, dict[str, Any]]:
 
 @cache
 def _python_registry() -> Registry[Any]:
+    from referencing import Registry, Resource
+
     return Registry().with_resources(
         (uri, Resource.from_contents(schema)) for uri, schema in _all_schemas().items()
     )
@@ -112,6 +116,8 @@ def fast_list_validator(relative: str) -> Any:
 
 @cache
 def _explaining_validator(relative: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(_load(relative), registry=_python_registry())
 
 
