@@ -39,7 +39,7 @@ def job_factory(ext_peer: Peer, short_tmp: Path) -> Iterator[Callable[[int], Job
         job.close(timeout=DEADLINE)
 
 
-def test_disconnected_buffer_coalesces_progress_and_drops_oldest_logs(
+def test_replay_6_disconnected_buffer_coalesces_progress_and_drops_oldest_logs(
     ext_peer: Peer, job_factory: Callable[[int], Job]
 ) -> None:
     job = job_factory(50)
@@ -70,7 +70,7 @@ def test_disconnected_buffer_coalesces_progress_and_drops_oldest_logs(
     assert seqs == sorted(set(seqs))
 
 
-def test_full_buffer_blocks_job_code_while_connected(
+def test_replay_6_full_buffer_blocks_job_code_while_connected(
     ext_peer: Peer, job_factory: Callable[[int], Job]
 ) -> None:
     """Back-pressure: while connected a full buffer blocks the caller until acks free it."""
@@ -93,7 +93,7 @@ def test_full_buffer_blocks_job_code_while_connected(
     assert ext_peer.types().count("log") == 40
 
 
-def test_nothing_after_the_terminal_message(
+def test_life_4_nothing_after_the_terminal_message(
     ext_peer: Peer, job_factory: Callable[[int], Job]
 ) -> None:
     """LIFE-4: after complete() every call raises and nothing more is sent."""

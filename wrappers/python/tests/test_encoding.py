@@ -47,25 +47,25 @@ def strictly_parsed(raw: bytes) -> Any:
 
 
 @pytest.mark.parametrize("vector", WORKER_MESSAGES, ids=[v["description"] for v in WORKER_MESSAGES])
-def test_vectors_round_trip(vector: dict[str, Any]) -> None:
+def test_frame_2_vectors_round_trip(vector: dict[str, Any]) -> None:
     """Every valid worker message of the shared vectors encodes to one line that parses back."""
     assert strictly_parsed(_encode_json(vector["data"]).encode("utf-8")) == vector["data"]
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_strings_encode(text: str) -> None:
+def test_wrap_3_hostile_strings_encode(text: str) -> None:
     assert strictly_parsed(_encode_json({text: text}).encode("utf-8")) == {
         EXPECTED.get(text, text): EXPECTED.get(text, text)
     }
 
 
-def test_nan_and_infinity_are_refused() -> None:
+def test_frame_2_nan_and_infinity_are_refused() -> None:
     for value in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match="FRAME-2"):
             _encode_json({"x": value})
 
 
-def test_hostile_strings_over_the_wire(
+def test_wrap_3_hostile_strings_over_the_wire(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """WRAP-3 end to end: log, progress, data keys, a 5 MB string, and the failure path."""
@@ -95,7 +95,7 @@ def test_hostile_strings_over_the_wire(
     assert failed["error"] == HOSTILE[1]
 
 
-def test_result_that_is_not_json_fails_the_job(
+def test_wrap_2_result_that_is_not_json_fails_the_job(
     peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """WRAP-2: a result json cannot encode is the job code's error, reported as failed."""

@@ -33,7 +33,7 @@ def test_neg_2_spool_offered_without_replay_is_not_used(
     assert hello["features"] == ["auth", "control", "checkpoint"]
 
 
-def test_hello_then_nothing_before_welcome(
+def test_auth_2_hello_then_nothing_before_welcome(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """AUTH-2, NEG-2: hello first with the token and the features in use, then wait."""
@@ -53,7 +53,7 @@ def test_hello_then_nothing_before_welcome(
     check_stream(messages)
 
 
-def test_features_not_offered_are_not_used(
+def test_neg_1_neg_2_features_not_offered_are_not_used(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """NEG-1, NEG-2: unknown features are ignored; without replay nothing carries seq."""
@@ -66,7 +66,7 @@ def test_features_not_offered_are_not_used(
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
-def test_replay_after_the_server_comes_back(
+def test_replay_4_after_the_server_comes_back(
     short_tmp: Path, workers: Callable[..., Worker], tcp: bool
 ) -> None:
     """REPLAY-4, REPLAY-5, RECONNECT-1: the job runs on through the outage; afterwards the
@@ -97,7 +97,7 @@ def test_replay_after_the_server_comes_back(
         peer.close()
 
 
-def test_welcome_last_seq_is_not_resent(
+def test_replay_4_welcome_last_seq_is_not_resent(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """REPLAY-4: what the welcome's lastSeq covers is discarded, not replayed."""
@@ -116,7 +116,7 @@ def test_welcome_last_seq_is_not_resent(
     assert [m["data"]["i"] for m in ext_peer.recorded if m["type"] == "log"] == list(range(1, 31))
 
 
-def test_terminal_covered_by_welcome_ends_the_job(
+def test_replay_4_terminal_covered_by_welcome_ends_the_job(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """REPLAY-4, EXIT-3: the ack of the terminal was lost but the welcome's lastSeq covers it:
@@ -133,7 +133,7 @@ def test_terminal_covered_by_welcome_ends_the_job(
 
 
 @pytest.mark.parametrize(("scenario", "status"), [("complete", 0), ("fail", 1)])
-def test_spool_when_the_server_never_comes_back(
+def test_spool_2_when_the_server_never_comes_back(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker], scenario: str, status: int
 ) -> None:
     """RECONNECT-3, SPOOL-2, EXIT-2: hello then every unacknowledged message, atomically."""
@@ -155,7 +155,7 @@ def test_spool_when_the_server_never_comes_back(
     assert lines[-1]["type"] == TERMINAL[status]
 
 
-def test_unacknowledged_terminal_is_resent_on_a_new_connection(
+def test_replay_3_unacknowledged_terminal_is_resent_on_a_new_connection(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """REPLAY-3, EXIT-3: no ack within max(2000, interval) -> reconnect and replay; exit once
@@ -177,7 +177,7 @@ def test_unacknowledged_terminal_is_resent_on_a_new_connection(
     assert [m["type"] for m in ext_peer.recorded].count("completed") == 1
 
 
-def test_exit_promptly_after_the_ack(
+def test_exit_3_promptly_after_the_ack(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """EXIT-3: within 1000 ms of the terminal's acknowledgement."""
@@ -189,7 +189,7 @@ def test_exit_promptly_after_the_ack(
     assert worker.exited_at is not None and worker.exited_at - acked_at < 1.0
 
 
-def test_cancel_reaches_poll_and_callback(
+def test_cancel_3_reaches_poll_and_callback(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """CTRL-4, CANCEL-3: a poll, a wait and a callback; the job code decides how to stop."""
@@ -217,7 +217,7 @@ def test_cancel_reaches_poll_and_callback(
     assert ext_peer.messages("log")[0]["data"] == {"reason": "timeout"}
 
 
-def test_unknown_and_malformed_server_lines_are_ignored(
+def test_ctrl_6_frame_3_unknown_and_malformed_server_lines_are_ignored(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """CTRL-6, FRAME-3, LIMIT-3: the worker keeps reading past anything it does not know."""
@@ -235,7 +235,7 @@ def test_unknown_and_malformed_server_lines_are_ignored(
     assert len(ext_peer.welcomed_at) == 1, "never reconnected"
 
 
-def test_checkpoint_then_resume(
+def test_ckpt_2_checkpoint_then_resume(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """CKPT-1, CKPT-2: save a checkpoint and fail; the next attempt sees it."""
@@ -252,7 +252,7 @@ def test_checkpoint_then_resume(
     assert ext_peer.messages("completed")[0]["result"] == {"resumedFrom": [1, "two"]}
 
 
-def test_large_result_and_result_too_large(
+def test_limit_1_large_result_and_result_too_large(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """LIMIT-1: a 3 MB result goes through whole; one over maxLineBytes fails the job."""
@@ -268,7 +268,7 @@ def test_large_result_and_result_too_large(
     assert error.startswith("result too large: ") and int(error.split()[3]) > 70_000
 
 
-def test_server_gone_in_the_middle_of_a_line(
+def test_reconnect_2_server_gone_in_the_middle_of_a_line(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """RECONNECT-2: a peer that vanishes mid-write is not fatal; the line is replayed whole."""
@@ -284,7 +284,7 @@ def test_server_gone_in_the_middle_of_a_line(
     assert len(ext_peer.welcomed_at) == 2
 
 
-def test_many_threads_never_interleave(
+def test_wrap_4_many_threads_never_interleave(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """WRAP-4: 8 threads x 200 logs: whole lines, strictly increasing seq, nothing lost."""
@@ -323,7 +323,7 @@ def test_many_threads_never_interleave(
     ],
     ids=["complete", "implicit", "exception", "fail"],
 )
-def test_context_manager_form(
+def test_wrap_2_context_manager_form(
     ext_peer: Peer,
     short_tmp: Path,
     workers: Callable[..., Worker],
@@ -339,7 +339,7 @@ def test_context_manager_form(
     assert terminal.get("result" if kind == "completed" else "error") == value
 
 
-def test_async_form_keeps_heartbeating_and_sees_cancel(
+def test_hb_2_cancel_3_async_form_keeps_heartbeating_and_sees_cancel(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """HB-2 and CANCEL-3 for ``await run_job_async(handler)``."""
@@ -360,7 +360,7 @@ def test_async_form_keeps_heartbeating_and_sees_cancel(
     assert ext_peer.types().count("heartbeat") >= 3
 
 
-def test_auth_refused_is_not_fatal(
+def test_auth_4_refused_is_not_fatal(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
     """AUTH-4 seen from the worker: an ``error`` with code auth closes the connection; the
@@ -373,10 +373,11 @@ def test_auth_refused_is_not_fatal(
     assert b"stale token" in worker.output()[1]
 
 
-def test_no_spool_without_the_feature(
+def test_neg_2_no_spool_without_the_feature(
     ext_peer: Peer, short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
-    """SPOOL-1: without the spool feature nothing is written; exit status still EXIT-2."""
+    """NEG-2: without the spool feature nothing is written (SPOOL-2 needs it); exit status still
+    EXIT-2."""
     ext_peer.ack_if = lambda message: False
     payload = ext_payload(
         ext_peer,

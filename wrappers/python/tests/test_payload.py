@@ -16,7 +16,7 @@ PAYLOADS = load_vectors("payloads.json")
 
 
 @pytest.mark.parametrize("vector", PAYLOADS, ids=[v["description"] for v in PAYLOADS])
-def test_payload_vectors(vector: dict[str, Any]) -> None:
+def test_pay_2_pay_6_payload_vectors(vector: dict[str, Any]) -> None:
     """PAY-2..PAY-6 through the shared vectors, with no environment to fall back on."""
     raw = json.dumps(vector["data"])
     if vector["valid"]:
@@ -33,7 +33,7 @@ def test_payload_vectors(vector: dict[str, Any]) -> None:
         assert "\n" not in str(error.value)
 
 
-def test_env_fallback_prefers_extjob_then_donkeylabs() -> None:
+def test_env_2_fallback_prefers_extjob_then_donkeylabs() -> None:
     """ENV-2: empty stdin takes every field from the environment; a non-empty value wins."""
     env = {
         "EXTJOB_JOB_ID": "",
@@ -59,14 +59,14 @@ def test_ckpt_2_a_null_checkpoint_is_none() -> None:
     assert parse_payload(raw, {}).has_checkpoint is False
 
 
-def test_payload_fields_win_over_environment() -> None:
+def test_env_2_payload_fields_win_over_environment() -> None:
     payload = parse_payload(
         '{"jobId":"j_p","name":"n","data":1,"socketPath":"/s"}', {"EXTJOB_JOB_ID": "j_env"}
     )
     assert payload.job_id == "j_p"
 
 
-def test_partial_payload_takes_missing_fields_from_environment() -> None:
+def test_env_2_partial_payload_takes_missing_fields_from_environment() -> None:
     payload = parse_payload(
         '{"data":{"a":1}}',
         {"EXTJOB_JOB_ID": "j", "EXTJOB_JOB_NAME": "n", "EXTJOB_SOCKET_PATH": "/s"},
@@ -85,7 +85,7 @@ def test_partial_payload_takes_missing_fields_from_environment() -> None:
         (b'{"jobId":"j_1","name":"n","data":{},"socketPath":"/s","attempt":0}\n', "attempt"),
     ],
 )
-def test_malformed_payload_exits_2_with_one_line(
+def test_pay_6_malformed_payload_exits_2_with_one_line(
     workers: Callable[..., Worker], peer: Peer, stdin: bytes, names: str
 ) -> None:
     """PAY-6: exit non-zero (2) with one stderr line naming the problem, and never connect."""
@@ -105,7 +105,7 @@ def test_pay_4_limit_2_a_payload_over_the_limit_is_refused() -> None:
         read_payload(io.BytesIO(big), {})
 
 
-def test_environment_only_worker_runs(workers: Callable[..., Worker], peer: Peer) -> None:
+def test_env_2_environment_only_worker_runs(workers: Callable[..., Worker], peer: Peer) -> None:
     """ENV-2 end to end: no stdin at all, the original's variables only."""
     worker = workers(
         b"",

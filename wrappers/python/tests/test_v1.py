@@ -15,7 +15,9 @@ from extjob_worker import LEVELS
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
-def test_v1_worker_completes(short_tmp: Path, workers: Callable[..., Worker], tcp: bool) -> None:
+def test_neg_3_trans_1_v1_worker_completes(
+    short_tmp: Path, workers: Callable[..., Worker], tcp: bool
+) -> None:
     """TRANS-1 both forms; NEG-3: no hello, no seq, never waits for the server."""
     peer = Peer(short_tmp, tcp=tcp)
     try:
@@ -33,7 +35,9 @@ def test_v1_worker_completes(short_tmp: Path, workers: Callable[..., Worker], tc
         peer.close()
 
 
-def test_heartbeats_from_started_to_terminal(peer: Peer, workers: Callable[..., Worker]) -> None:
+def test_hb_2_heartbeats_from_started_to_terminal(
+    peer: Peer, workers: Callable[..., Worker]
+) -> None:
     """HB-2: heartbeats at the payload's interval while the job code sleeps, none outside."""
     worker = workers(v1_payload(peer, {"scenario": "sleep", "ms": 800}, heartbeatIntervalMs=50))
     assert worker.wait() == 0
@@ -49,7 +53,7 @@ def test_heartbeats_from_started_to_terminal(peer: Peer, workers: Callable[..., 
     assert max(gaps) < 0.05 + 0.3, gaps  # the interval, plus a generous margin for a busy box
 
 
-def test_exception_fails_with_stack(peer: Peer, workers: Callable[..., Worker]) -> None:
+def test_wrap_2_exception_fails_with_stack(peer: Peer, workers: Callable[..., Worker]) -> None:
     """WRAP-2, EXIT-2: an exception fails the job with its text and a stack; exit 1."""
     worker = workers(v1_payload(peer, {"scenario": "fail", "message": "disk full"}))
     assert worker.wait() == 1
@@ -60,7 +64,7 @@ def test_exception_fails_with_stack(peer: Peer, workers: Callable[..., Worker]) 
     assert peer.types()[-1] == "failed"
 
 
-def test_crash_sends_nothing_more(peer: Peer, workers: Callable[..., Worker]) -> None:
+def test_life_1_fix_2_crash_sends_nothing_more(peer: Peer, workers: Callable[..., Worker]) -> None:
     """FIX-2 crash; LIFE-1: started is on the wire before the job code runs."""
     worker = workers(v1_payload(peer, {"scenario": "crash", "code": 7}))
     assert worker.wait() == 7
@@ -68,7 +72,7 @@ def test_crash_sends_nothing_more(peer: Peer, workers: Callable[..., Worker]) ->
     assert peer.types() == ["started"]
 
 
-def test_exits_promptly_after_terminal(peer: Peer, workers: Callable[..., Worker]) -> None:
+def test_exit_3_exits_promptly_after_terminal(peer: Peer, workers: Callable[..., Worker]) -> None:
     """EXIT-3: with a v1 server, exit within 1000 ms of writing the terminal message."""
     worker = workers(v1_payload(peer, {"scenario": "complete"}, heartbeatIntervalMs=5000))
     peer.wait_type("completed")
@@ -77,11 +81,11 @@ def test_exits_promptly_after_terminal(peer: Peer, workers: Callable[..., Worker
     assert worker.exited_at is not None and worker.exited_at - received_at < 1.0
 
 
-def test_reconnect_resends_started_and_buffered_messages(
+def test_reconnect_4_v1_resends_started_and_buffered_messages(
     peer: Peer, workers: Callable[..., Worker]
 ) -> None:
-    """RECONNECT-1, LIFE-3: the job keeps running through an outage; started again, then
-    what was logged while the server was away."""
+    """RECONNECT-1, RECONNECT-4 (LIFE-3): the job keeps running through an outage; started
+    again, then what was logged while the server was away."""
     worker = workers(
         v1_payload(
             peer, {"scenario": "logs", "count": 40, "intervalMs": 20}, heartbeatIntervalMs=50
@@ -101,7 +105,7 @@ def test_reconnect_resends_started_and_buffered_messages(
     check_stream(peer.messages())
 
 
-def test_sigterm_is_a_cancel_request(peer: Peer, workers: Callable[..., Worker]) -> None:
+def test_cancel_3_sigterm_is_a_cancel_request(peer: Peer, workers: Callable[..., Worker]) -> None:
     """CANCEL-3: SIGTERM does not kill the worker; the job code sees a cancel and decides."""
     worker = workers(v1_payload(peer, {"scenario": "cancel", "ms": 20000}))
     peer.wait_type("started")
@@ -111,7 +115,7 @@ def test_sigterm_is_a_cancel_request(peer: Peer, workers: Callable[..., Worker])
     assert peer.messages("failed")[0]["error"] == "cancelled"
 
 
-def test_closed_stdout_and_stderr(peer: Peer, workers: Callable[..., Worker]) -> None:
+def test_wrap_5_closed_stdout_and_stderr(peer: Peer, workers: Callable[..., Worker]) -> None:
     """WRAP-5: closed standard streams do not stop the wrapper, even on the failure path."""
     script = (
         "import os\n"
@@ -150,7 +154,7 @@ def test_wrap_5_broken_stdout_does_not_change_the_exit_status(
     assert peer.messages("completed")[0]["result"] == "done"
 
 
-def test_killed_mid_send_leaves_only_whole_lines(
+def test_wrap_4_killed_mid_send_leaves_only_whole_lines(
     peer: Peer, workers: Callable[..., Worker]
 ) -> None:
     """WRAP-4: four threads sending 100 kB lines; SIGKILL mid-stream; every line is whole."""
@@ -191,7 +195,9 @@ def test_readme_example_runs(peer: Peer, workers: Callable[..., Worker]) -> None
     assert [m["message"] for m in peer.messages("progress")] == ["resizing a.png", "resizing b.png"]
 
 
-def test_levels_with_data_named_like_parameters(peer: Peer, workers: Callable[..., Worker]) -> None:
+def test_msg_6_levels_with_data_named_like_parameters(
+    peer: Peer, workers: Callable[..., Worker]
+) -> None:
     """MSG-6, FIX-2 levels: data may use any key, even ``level`` and ``message``."""
     assert workers(v1_payload(peer, {"scenario": "levels"})).wait() == 0
     peer.wait_type("completed")
@@ -199,11 +205,11 @@ def test_levels_with_data_named_like_parameters(peer: Peer, workers: Callable[..
     assert [(m["level"], m["data"]) for m in logs] == [(lv, {"level": lv}) for lv in LEVELS]
 
 
-def test_no_server_at_start_exits_1_with_one_line(
+def test_reconnect_6_no_server_at_start_exits_1_with_one_line(
     short_tmp: Path, workers: Callable[..., Worker]
 ) -> None:
-    """RECONNECT-1 then RECONNECT-3 before the job starts: retry for the window, then give up
-    with a non-zero exit and one line on stderr; the job code never runs."""
+    """RECONNECT-6: the first connection never up within the window (retried per RECONNECT-1):
+    exit 1 with one line on stderr; the job code never runs."""
     payload = {
         "jobId": "j_1",
         "name": "fixture",
