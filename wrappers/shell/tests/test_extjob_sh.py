@@ -67,7 +67,7 @@ def fixture(scenario: str, **params: Any) -> dict[str, Any]:
 # -- v1 core ---------------------------------------------------------------
 
 
-def test_v1_complete_sends_started_progress_completed(make_peer, run_worker, transport):
+def test_neg_3_v1_complete_sends_started_progress_completed(make_peer, run_worker, transport):
     peer = make_peer(transport, ext=False)
     worker = run_worker(FIXTURE, payload(peer, fixture("complete"), ext=False))
     assert worker.wait() == 0  # EXIT-2
@@ -88,7 +88,7 @@ def test_exit_3_v1_exits_promptly_after_writing_the_terminal_message(make_peer, 
     assert time.monotonic() - written < 1.0
 
 
-def test_fail_sends_failed_and_exits_1(make_peer, run_worker, transport):
+def test_exit_2_fail_sends_failed_and_exits_1(make_peer, run_worker, transport):
     peer = make_peer(transport)
     worker = run_worker(FIXTURE, payload(peer, fixture("fail", message="it\tbroke")))
     assert worker.wait() == 1  # EXIT-2
@@ -97,14 +97,14 @@ def test_fail_sends_failed_and_exits_1(make_peer, run_worker, transport):
     assert msgs[-1]["error"] == "it\tbroke"  # the original lost this one (tab)
 
 
-def test_crash_exits_with_its_code_and_sends_nothing_more(make_peer, run_worker):
+def test_fix_2_crash_exits_with_its_code_and_sends_nothing_more(make_peer, run_worker):
     peer = make_peer()
     worker = run_worker(FIXTURE, payload(peer, fixture("crash", code=7)))
     assert worker.wait() == 7
     assert types(check_stream(peer)) == ["hello", "started"]
 
 
-def test_levels_and_logs_with_data(make_peer, run_worker):
+def test_msg_6_levels_and_logs_with_data(make_peer, run_worker):
     peer = make_peer()
     worker = run_worker(FIXTURE, payload(peer, fixture("levels")))
     assert worker.wait() == 0
@@ -114,7 +114,7 @@ def test_levels_and_logs_with_data(make_peer, run_worker):
     ]
 
 
-def test_large_result_of_a_megabyte(make_peer, run_worker):
+def test_wrap_3_large_result_of_a_megabyte(make_peer, run_worker):
     peer = make_peer()
     worker = run_worker(FIXTURE, payload(peer, fixture("large", bytes=1 << 20)))
     assert worker.wait(30) == 0
@@ -130,7 +130,7 @@ def test_limit_1_result_too_large_fails_instead(make_peer, run_worker):
     assert last["error"].startswith("result too large: ")
 
 
-def test_thousand_progress_messages_arrive_in_order(make_peer, run_worker):
+def test_replay_1_thousand_progress_messages_arrive_in_order(make_peer, run_worker):
     peer = make_peer()
     worker = run_worker(FIXTURE, payload(peer, fixture("progress", count=1000)))
     assert worker.wait(60) == 0
@@ -146,7 +146,7 @@ PAYLOAD_VECTORS = json.loads((VECTORS / "payloads.json").read_text())["tests"]
 
 
 @pytest.mark.parametrize("vector", PAYLOAD_VECTORS, ids=[v["description"] for v in PAYLOAD_VECTORS])
-def test_payload_vectors(vector, make_peer, run_worker, script):
+def test_pay_2_pay_6_payload_vectors(vector, make_peer, run_worker, script):
     job = script('job_init\njob_complete "$JOB_DATA"')
     data = vector["data"]
     if isinstance(data, dict) and data.get("socketPath", "").startswith(("/", "tcp://")):
@@ -654,7 +654,7 @@ def test_reconnect_6_no_server_exits_1_after_the_window_without_running_the_job_
     assert worker.stderr.count(b"\n") == 1 and b"RECONNECT-6" in worker.stderr
 
 
-def test_ckpt_checkpoint_saved_then_resumed(make_peer, run_worker):
+def test_ckpt_2_checkpoint_saved_then_resumed(make_peer, run_worker):
     peer = make_peer()
     worker = run_worker(FIXTURE, payload(peer, fixture("checkpoint", value={"page": 7})))
     assert worker.wait() == 1
@@ -719,7 +719,7 @@ def test_plain_wait_in_the_job_script_does_not_wait_for_the_wrapper(make_peer, r
     assert worker.wait() == 0
 
 
-def test_killed_mid_send_leaves_whole_lines_and_no_process(make_peer, run_worker, script):
+def test_wrap_4_killed_mid_send_leaves_whole_lines_and_no_process(make_peer, run_worker, script):
     peer = make_peer(ext=False)
     job = script(
         "job_init\n"
@@ -754,7 +754,7 @@ def test_wrap_5_works_with_stdout_and_stderr_closed_or_broken(make_peer, run_wor
     assert types(check_stream(peer)) == ["hello", "started", "log", "completed"]
 
 
-def test_json_string_option_carries_what_bash_cannot_hold(make_peer, run_worker, script):
+def test_wrap_3_json_string_option_carries_what_bash_cannot_hold(make_peer, run_worker, script):
     peer = make_peer()
     job = script(
         "job_init\n"
