@@ -249,7 +249,7 @@ def test_cluster_drill_three_servers_run_each_job_exactly_once(cluster):
         raise
 
 
-def test_cluster_drill_kill_9_and_restart_within_the_lease_readopts_workers(cluster):
+def test_reconnect_5_cluster_drill_kill_9_and_restart_within_the_lease_readopts_workers(cluster):
     c = cluster(lease_ms=30_000)
     a, b = c.start("a"), c.start("b")
     assert isinstance(a, Node) and isinstance(b, Node)
@@ -295,7 +295,7 @@ def test_cluster_drill_kill_9_and_restart_within_the_lease_readopts_workers(clus
         raise
 
 
-def test_cluster_drill_lost_host_jobs_are_retried_elsewhere_and_fenced(cluster):
+def test_ckpt_4_auth_4_cluster_drill_lost_host_jobs_are_retried_elsewhere_and_fenced(cluster):
     c = cluster(lease_ms=1500)
     a, b = c.start("a"), c.start("b")
     assert isinstance(a, Node) and isinstance(b, Node)

@@ -16,7 +16,7 @@ async def fixture_server(start, fixture_worker, **definition):
     return server
 
 
-def test_complete(run_servers, fixture_worker):
+def test_srv_4_complete(run_servers, fixture_worker):
     async def body(start):
         server = await fixture_server(start, fixture_worker)
         with server.events.subscribe() as events:
@@ -35,7 +35,7 @@ def test_complete(run_servers, fixture_worker):
     run_servers(body)
 
 
-def test_logs_exactly_once_in_order(run_servers, fixture_worker):
+def test_srv_3_logs_exactly_once_in_order(run_servers, fixture_worker):
     async def body(start):
         server = await fixture_server(start, fixture_worker)
         job_id = await server.enqueue("fx", {"scenario": "logs", "count": 50})
@@ -49,7 +49,7 @@ def test_logs_exactly_once_in_order(run_servers, fixture_worker):
     run_servers(body)
 
 
-def test_fail_and_crash(run_servers, fixture_worker):
+def test_srv_4_exit_1_fail_and_crash(run_servers, fixture_worker):
     async def body(start):
         server = await fixture_server(start, fixture_worker)
         failed = await server.enqueue("fx", {"scenario": "fail", "message": "no luck"})
@@ -62,7 +62,7 @@ def test_fail_and_crash(run_servers, fixture_worker):
     run_servers(body)
 
 
-def test_cancel_is_graceful_over_control(run_servers, fixture_worker):
+def test_cancel_1_cancel_4_is_graceful_over_control(run_servers, fixture_worker):
     """CANCEL-1..4: the cancel message reaches the job code, which stops; no signal needed."""
 
     async def body(start):
@@ -99,7 +99,7 @@ def test_timeout_1_cancels_with_reason_timeout(run_servers, fixture_worker):
     run_servers(body)
 
 
-def test_ckpt_checkpoint_is_handed_to_the_retry(run_servers, fixture_worker):
+def test_ckpt_2_checkpoint_is_handed_to_the_retry(run_servers, fixture_worker):
     async def body(start):
         server = await fixture_server(start, fixture_worker, retry_backoff_ms=50)
         value = {"step": 7, "text": "tab\there"}
@@ -113,7 +113,7 @@ def test_ckpt_checkpoint_is_handed_to_the_retry(run_servers, fixture_worker):
     run_servers(body)
 
 
-def test_hb_2_short_heartbeat_timeout_is_honoured(run_servers, fixture_worker):
+def test_hb_1_hb_2_short_heartbeat_timeout_is_honoured(run_servers, fixture_worker):
     """HB-1: the interval in the payload is derived from the timeout, so a sleeping
     job with a 1200 ms timeout (below the v1 default interval of 5000 ms) is never stale."""
 
@@ -128,7 +128,7 @@ def test_hb_2_short_heartbeat_timeout_is_honoured(run_servers, fixture_worker):
     run_servers(body)
 
 
-def test_large_result(run_servers, fixture_worker):
+def test_limit_1_large_result(run_servers, fixture_worker):
     async def body(start):
         server = await fixture_server(start, fixture_worker)
         job_id = await server.enqueue("fx", {"scenario": "large", "bytes": 1 << 20})
@@ -138,7 +138,7 @@ def test_large_result(run_servers, fixture_worker):
     run_servers(body)
 
 
-def test_levels_and_no_stdout(run_servers, fixture_worker):
+def test_msg_6_fix_3_levels_and_no_stdout(run_servers, fixture_worker):
     async def body(start):
         server = await fixture_server(start, fixture_worker)
         job_id = await server.enqueue("fx", {"scenario": "levels"})

@@ -330,7 +330,9 @@ RAW = st.binary(max_size=300) | st.just(b"y" * (MAX_LINE + 1)) | st.just(b"\xff\
     greeting=st.sampled_from(["none", "hello", "bad-hello"]),
     parts=st.lists(hostile_message() | RAW, min_size=1, max_size=12),
 )
-def test_fuzz_hostile_lines_and_sequences_never_touch_another_job(hostile, greeting, parts):
+def test_srv_5_srv_6_fuzz_hostile_lines_and_sequences_never_touch_another_job(
+    hostile, greeting, parts
+):
     victim, other = hostile.victim, hostile.bystander
     before = hostile.snapshot(other)
     data = b""

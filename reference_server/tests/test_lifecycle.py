@@ -330,7 +330,7 @@ def test_trans_2_socket_and_directory_modes(run_servers):
     run_servers(body)
 
 
-def test_enqueue_rejects_bad_input_clearly(run_servers):
+def test_limit_2_enqueue_rejects_bad_input_clearly(run_servers):
     async def body(start):
         server = await v1_server(start)
         with pytest.raises(KeyError, match="no job definition named 'nope'"):

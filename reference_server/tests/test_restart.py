@@ -30,7 +30,7 @@ def define(server, **options):
     return server
 
 
-def test_graceful_stop_leaves_workers_running_and_restart_readopts_them(run_servers):
+def test_reconnect_5_graceful_stop_leaves_workers_running_and_restart_readopts_them(run_servers):
     """RECONNECT-5, REPLAY-4/5: every log line once, in order, across the restart."""
 
     async def body(start):

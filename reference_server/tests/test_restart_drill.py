@@ -100,7 +100,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
-def test_restart_drill_every_log_line_exactly_once(
+def test_replay_5_restart_drill_every_log_line_exactly_once(
     short_tmp, go_fixture, rust_fixture, typescript_fixture, bun_fixture, stop_signal
 ):
     rng = random.Random(SEED + stop_signal)
