@@ -38,7 +38,7 @@ json_values = st.recursive(
     data=st.dictionaries(text, json_values, max_size=5),
     level=st.sampled_from(["debug", "info", "warn", "error"]),
 )
-def test_log_messages_with_any_text_round_trip(
+def test_frame_2_log_messages_with_any_text_round_trip(
     message: str, data: dict[str, Any], level: str
 ) -> None:
     body = {
@@ -55,14 +55,14 @@ def test_log_messages_with_any_text_round_trip(
 
 
 @given(result=json_values)
-def test_any_result_round_trips(result: Any) -> None:
+def test_msg_7_any_result_round_trips(result: Any) -> None:
     body = {"type": "completed", "jobId": "j", "timestamp": 1, "result": result}
     assert decode(encode(body)[:-1]).body == body
 
 
 @given(st.binary(max_size=300))
 @settings(max_examples=500)
-def test_garbage_lines_raise_only_the_cores_error(line: bytes) -> None:
+def test_frame_3_garbage_lines_raise_only_the_cores_error(line: bytes) -> None:
     try:
         message = decode(line)
     except RemoteProtocolError as exc:
@@ -72,7 +72,9 @@ def test_garbage_lines_raise_only_the_cores_error(line: bytes) -> None:
 
 
 @given(st.lists(st.binary(max_size=40), max_size=30), st.integers(1, 30))
-def test_line_buffer_keeps_every_line_within_the_limit(chunks: list[bytes], limit: int) -> None:
+def test_limit_1_line_buffer_keeps_every_line_within_the_limit(
+    chunks: list[bytes], limit: int
+) -> None:
     buffer = LineBuffer(max_line_bytes=limit)
     got = [line for chunk in chunks for line in buffer.feed(chunk)]
     lines = [raw.removesuffix(b"\r") for raw in b"".join(chunks).split(b"\n")[:-1]]

@@ -19,7 +19,7 @@ def started_attempt(replay: bool | None = None) -> Attempt:
     return attempt
 
 
-def test_started_moves_a_spawned_attempt_to_running() -> None:
+def test_srv_2_started_moves_a_spawned_attempt_to_running() -> None:
     attempt = Attempt("j")
     assert (
         attempt.receive(msg("hello", token="t" * 16, protocolVersion=1, features=[], pid=1)).action
