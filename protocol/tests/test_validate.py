@@ -100,13 +100,15 @@ def test_stdin_is_read_when_no_file_is_given() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_an_empty_file_is_an_empty_stream(tmp_path: Path) -> None:
+def test_stream_2_an_empty_file_is_an_empty_stream(tmp_path: Path) -> None:
     empty = tmp_path / "empty.ndjson"
     empty.write_bytes(b"")
     assert findings(empty) == [(None, "STREAM-2")]
 
 
-def test_garbage_gets_an_error_per_line_and_the_rest_is_still_checked(tmp_path: Path) -> None:
+def test_frame_3_garbage_gets_an_error_per_line_and_the_rest_is_still_checked(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "garbage.ndjson"
     path.write_bytes(
         line("started")
@@ -121,7 +123,7 @@ def test_garbage_gets_an_error_per_line_and_the_rest_is_still_checked(tmp_path: 
     assert findings(path) == [(2, "FRAME-2"), (3, "FRAME-2"), (6, "MSG-4"), (8, "STREAM-3")]
 
 
-def test_a_100_mb_line_is_one_error_and_the_next_lines_are_checked(tmp_path: Path) -> None:
+def test_limit_1_a_100_mb_line_is_one_error_and_the_next_lines_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "huge.ndjson"
     with path.open("wb") as out:
         out.write(line("started"))
