@@ -116,7 +116,7 @@ def test_text_report_shows_requirement_expected_observed_and_transcript(
         (["conformance", "--", "/no/such/fixture"], "cannot run"),
     ],
 )
-def test_usage_errors_exit_2(
+def test_usage_errors_exit_with_status_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 2
