@@ -64,7 +64,7 @@ def test_jobs_lists_with_filters(server: Server) -> None:
     assert table.startswith("ID") and job_id.strip() in table
 
 
-def test_cancel_and_logs_follow_exit_3_for_a_cancelled_job(server: Server) -> None:
+def test_cancel_and_logs_follow_exit_with_status_3_for_a_cancelled_job(server: Server) -> None:
     job_id = extjob(server, "enqueue", "thumbnails", "--data", '{"steps": 1000, "delayMs": 20}')
     job_id_text = job_id.stdout.strip()
     server.wait_for_status(job_id_text, "running")
