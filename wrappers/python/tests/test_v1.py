@@ -39,7 +39,7 @@ def test_hb_2_heartbeats_from_started_to_terminal(
     peer: Peer, workers: Callable[..., Worker]
 ) -> None:
     """HB-2: heartbeats at the payload's interval while the job code sleeps, none outside."""
-    worker = workers(v1_payload(peer, {"scenario": "sleep", "ms": 800}, heartbeatIntervalMs=50))
+    worker = workers(v1_payload(peer, {"scenario": "sleep", "ms": 1500}, heartbeatIntervalMs=100))
     assert worker.wait() == 0
     peer.wait_type("completed")
     with peer.cond:
@@ -47,10 +47,13 @@ def test_hb_2_heartbeats_from_started_to_terminal(
     types = [r.type for r in received]
     assert types[0] == "started" and types[-1] == "completed"
     beats = [r.at for r in received if r.type == "heartbeat"]
-    assert 6 <= len(beats) <= 800 / 25 + 2, len(beats)
+    assert 6 <= len(beats) <= 1500 / 50 + 2, len(beats)
     times = [received[0].at, *beats, received[-1].at]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert max(gaps) < 0.05 + 0.3, gaps  # the interval, plus a generous margin for a busy box
+    # The interval, plus a margin for a busy box (a gap of 0.41 s was seen at
+    # load 14 against an interval of 50 ms); a wrapper that stops beating
+    # while the job code sleeps leaves a gap of 1.5 s.
+    assert max(gaps) < 0.1 + 0.6, gaps
 
 
 def test_wrap_2_exception_fails_with_stack(peer: Peer, workers: Callable[..., Worker]) -> None:
