@@ -161,28 +161,37 @@ def profile_seconds(data: bytes, by_type: dict[str, Callable[[object], bool]]) -
     return spent
 
 
-# Runs the command and reports its wall time and the peak RSS of the largest
-# process of its tree. A small process of its own, because a child's peak
-# RSS starts at its parent's size when it forks (the bench holds the stream).
+# Runs the command and reports its wall time, the CPU time of its processes
+# and the peak RSS of the largest one. A small process of its own, because a
+# child's peak RSS starts at its parent's size when it forks (the bench holds
+# the stream).
 LAUNCH = """
 import resource, subprocess, sys, time
 start = time.perf_counter()
 done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)
 elapsed = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(elapsed, peak, done.returncode, done.stdout.decode().splitlines()[-1:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = usage.ru_utime + usage.ru_stime
+print(elapsed, cpu, usage.ru_maxrss, done.returncode, done.stdout.decode().splitlines()[-1:])
 """
 
 
-def command_run(path: Path, jobs: int) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB, the largest process) of ``extjob validate``."""
-    command = [sys.executable, "-m", "extjob.cli", "validate", "--jobs", str(jobs), str(path)]
+def command() -> list[str]:
+    """``extjob`` as installed (the console script), else ``python -m extjob.cli``."""
+    script = Path(sys.executable).with_name("extjob")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "extjob.cli"]
+
+
+def command_run(path: Path, jobs: int) -> tuple[float, float, int]:
+    """Wall and CPU seconds and peak RSS (KiB, the largest process) of
+    ``extjob validate``."""
+    argv = [*command(), "validate", "--jobs", str(jobs), str(path)]
     report = subprocess.run(
-        [sys.executable, "-c", LAUNCH, *command], capture_output=True, text=True, check=True
-    ).stdout.split(maxsplit=3)
-    elapsed, peak, status, last = float(report[0]), int(report[1]), int(report[2]), report[3]
-    assert status == 0 and ": valid" in last, last
-    return elapsed, peak
+        [sys.executable, "-c", LAUNCH, *argv], capture_output=True, text=True, check=True
+    ).stdout.split(maxsplit=4)
+    elapsed, cpu, peak, status, last = report
+    assert status == "0" and ": valid" in last, last
+    return float(elapsed), float(cpu), int(peak)
 
 
 def run(smoke: bool = False) -> list[str]:
@@ -203,8 +212,9 @@ def run(smoke: bool = False) -> list[str]:
         for _ in range(rounds):
             keep("limit", limit_seconds(path, by_type))
             for jobs in (1, 2):
-                seconds, peak = command_run(path, jobs)
+                seconds, cpu, peak = command_run(path, jobs)
                 keep(f"jobs {jobs}", seconds)
+                keep(f"cpu {jobs}", cpu)
                 rss[f"jobs {jobs}"] = max(rss.get(f"jobs {jobs}", 0), peak)
             keep("start-up", command_run(one, 1)[0])
             for stage, seconds in profile_seconds(data, by_type).items():
@@ -213,7 +223,7 @@ def run(smoke: bool = False) -> list[str]:
         if not smoke:
             write_stream(longer, 10 * count)
             for jobs in (1, 2):
-                rss[f"x10 jobs {jobs}"] = command_run(longer, jobs)[1]
+                rss[f"x10 jobs {jobs}"] = command_run(longer, jobs)[2]
     limit = count / best["limit"]
     single, double = count / best["jobs 1"], count / best["jobs 2"]
     out = [
@@ -229,11 +239,18 @@ def run(smoke: bool = False) -> list[str]:
         f"  start-up (1 line)      {best['start-up'] * 1000:9.0f} ms",
         "  where a line's time goes, in one process (µs/line; each stage alone):",
     ]
-    stages = [s for s in best if s not in ("limit", "jobs 1", "jobs 2", "start-up")]
+    stages = [
+        s for s in best if s not in ("limit", "jobs 1", "jobs 2", "cpu 1", "cpu 2", "start-up")
+    ]
     out += [f"    {stage:34s} {best[stage] / count * 1e6:6.2f}" for stage in stages]
     out.append(
         f"    {'extjob 1 process, whole':34s} {best['jobs 1'] / count * 1e6:6.2f}"
         f"   (the limit: {best['limit'] / count * 1e6:.2f})"
+    )
+    out.append(
+        f"  CPU time, all processes: {best['cpu 1'] / count * 1e6:.2f} µs/line with 1 process,"
+        f" {best['cpu 2'] / count * 1e6:.2f} with 2 (2 cores: a wall time of half that"
+        " is the most 2 processes can do)"
     )
     out.append(
         "  peak RSS, largest process: "

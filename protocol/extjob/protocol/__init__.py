@@ -34,6 +34,9 @@ place.
   :func:`error` make server -> worker messages.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._features import FEATURES, negotiate
 from ._framing import LineBuffer, OversizedLine, encode
@@ -53,18 +56,7 @@ from ._messages import (
     validate_payload,
     welcome,
 )
-from ._outcome import Exit, Outcome, Retry, describe_exit, heartbeat_timeout, outcome, timed_out
-from ._payload import (
-    ENV_NAMES,
-    ENV_PREFIXES,
-    ENV_TCP_PORT,
-    ENV_VARS,
-    Extensions,
-    build_payload,
-    payload_environment,
-)
 from ._schemas import SCHEMA_DIR, Problem, message_types
-from ._server import Binding, Intake, ServerAttempt, ServerConnection, Silence
 from ._state import TRANSITIONS, Attempt, AttemptState, Verdict
 from ._stream import OrdinaryRun, StreamChecker, ordinary_run, runs
 from ._timing import (
@@ -86,6 +78,54 @@ from ._timing import (
     stale_slack_ms,
     terminal_ack_timeout_ms,
 )
+
+if TYPE_CHECKING:
+    from ._outcome import (
+        Exit,
+        Outcome,
+        Retry,
+        describe_exit,
+        heartbeat_timeout,
+        outcome,
+        timed_out,
+    )
+    from ._payload import (
+        ENV_NAMES,
+        ENV_PREFIXES,
+        ENV_TCP_PORT,
+        ENV_VARS,
+        Extensions,
+        build_payload,
+        payload_environment,
+    )
+    from ._server import Binding, Intake, ServerAttempt, ServerConnection, Silence
+
+#: What only a server or the harness uses, imported when first asked for
+#: (PEP 562), so that ``extjob validate`` starts without it.
+_LAZY = {
+    **dict.fromkeys(
+        ("Exit", "Outcome", "Retry", "describe_exit", "heartbeat_timeout", "outcome", "timed_out"),
+        "._outcome",
+    ),
+    **dict.fromkeys(
+        ("ENV_NAMES", "ENV_PREFIXES", "ENV_TCP_PORT", "ENV_VARS", "Extensions", "build_payload"),
+        "._payload",
+    ),
+    "payload_environment": "._payload",
+    **dict.fromkeys(
+        ("Binding", "Intake", "ServerAttempt", "ServerConnection", "Silence"), "._server"
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_CANCEL_DEADLINE_MS",

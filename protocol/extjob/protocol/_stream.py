@@ -233,8 +233,9 @@ class StreamChecker:
             self._connection_seq = self._max_seq = seq_range[1]
             seqs = run.seqs
             self._first_seqs += compress(seqs, seqs)  # type: ignore[arg-type]  # no None
-            self._firsts += compress(lines, seqs)
-            self._firsts_size += sum(map(len, compress(lines, seqs)))
+            firsts = list(compress(lines, seqs))
+            self._firsts += firsts
+            self._firsts_size += sum(map(len, firsts))
             self._forget_old_firsts()
         if with_seq:
             self._last_sequenced_time = with_seq[1]
