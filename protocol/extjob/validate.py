@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import gc
 import os
+import stat
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,6 +46,7 @@ from extjob.protocol import (
 
 CHUNK_BYTES = 1 << 20
 BATCH_LINES = 4096  # a batch is this many lines, or the lines of CHUNK_BYTES read
+RANGE_BYTES = 4 * CHUNK_BYTES  # a longer batch (a long line) goes to a worker through a pipe
 SLICE_LINES = 512  # lines decoded at a time: their bodies fit in the CPU's cache
 GC_THRESHOLD = 100_000  # allocations between two runs of the cyclic collector
 
@@ -68,6 +70,8 @@ class StreamReport:
 class LineBatch(NamedTuple):
     first: int  # the number of its first line
     lines: list[bytes | OversizedLine]
+    start: int  # where its first line starts in the stream, in bytes
+    end: int  # where the line after its last one starts
 
 
 # What the schema checks make of a batch: (index, problem) for each line
@@ -123,7 +127,7 @@ def decode_each(
 
 
 class _Pending(Protocol):
-    def result(self) -> Examined: ...
+    def result(self) -> Examined | None: ...
 
 
 class _Done(NamedTuple):
@@ -141,6 +145,47 @@ def _examine_joined(joined: bytes) -> Examined:
     return examine(joined.split(b"\n"))
 
 
+class _File(NamedTuple):
+    """The regular file a stream is read from, for worker processes to read
+    their batches from themselves: not through a pipe (two copies fewer)."""
+
+    path: str
+    device: int
+    inode: int
+
+
+_opened: tuple[_File, int] | None = None  # in a worker process: the file it reads
+
+
+def _examine_range(file: _File, start: int, end: int, max_line_bytes: int) -> Examined | None:
+    """:func:`examine` in a worker process, on the lines it reads from the file
+    itself (framed as the parent frames them: the range holds whole lines; the
+    last one may lack its newline). None if it cannot read the same file."""
+    global _opened
+    if _opened is None or _opened[0] != file:
+        if _opened is not None:
+            os.close(_opened[1])
+            _opened = None
+        try:
+            fd = os.open(file.path, os.O_RDONLY)
+        except OSError:
+            return None
+        found = os.fstat(fd)
+        if (found.st_dev, found.st_ino) != (file.device, file.inode):
+            os.close(fd)
+            return None  # renamed over since: not the file the parent reads
+        _opened = (file, fd)
+    try:
+        data = os.pread(_opened[1], end - start, start)
+    except OSError:
+        return None
+    buffer = LineBuffer(max_line_bytes)
+    lines = buffer.feed(data)
+    if buffer.pending:
+        lines += buffer.feed(b"\n")
+    return examine(lines)
+
+
 class Validator:
     """Checks streams; owns the worker processes (if any) across them."""
 
@@ -156,17 +201,26 @@ class Validator:
         if self._pool:
             self._pool.shutdown(cancel_futures=True)
 
-    def check(self, source: str, chunks: Iterable[bytes]) -> StreamReport:
-        """Check one stream given as byte chunks; never raises for bad input."""
+    def check(
+        self, source: str, chunks: Iterable[bytes], stream: BinaryIO | None = None
+    ) -> StreamReport:
+        """Check one stream given as byte chunks; never raises for bad input.
+        ``stream``: the file they are read from, if at hand: worker processes
+        then read their batches from it themselves if it is a regular file."""
+        file = None
+        if stream is not None and self.jobs > 1:
+            found = os.fstat(stream.fileno())
+            if stat.S_ISREG(found.st_mode) and isinstance(stream.name, str):
+                file = _File(os.path.abspath(stream.name), found.st_dev, found.st_ino)
         with _rare_collections():
-            return self._check(source, chunks)
+            return self._check(source, chunks, file)
 
-    def _check(self, source: str, chunks: Iterable[bytes]) -> StreamReport:
+    def _check(self, source: str, chunks: Iterable[bytes], file: _File | None) -> StreamReport:
         report = StreamReport(source)
         checker = StreamChecker()
         in_flight: deque[tuple[LineBatch, _Pending]] = deque()
         for batch in self._batches(chunks, report):
-            in_flight.append((batch, self._submit(batch.lines)))
+            in_flight.append((batch, self._submit(batch, file)))
             if len(in_flight) > 2 * self.jobs:
                 self._apply(*in_flight.popleft(), checker, report)
         while in_flight:
@@ -175,7 +229,8 @@ class Validator:
         report.findings.sort(key=lambda f: f.line or 0)
         return report
 
-    def _submit(self, lines: list[bytes | OversizedLine]) -> _Pending:
+    def _submit(self, batch: LineBatch, file: _File | None) -> _Pending:
+        lines = batch.lines
         if self.jobs > 1:
             if self._pool is None:
                 import multiprocessing
@@ -184,6 +239,10 @@ class Validator:
                 decode_bodies([])  # compile the schemas once, before the fork
                 context = multiprocessing.get_context("fork")
                 self._pool = ProcessPoolExecutor(self.jobs, mp_context=context)
+            if file is not None and batch.end - batch.start <= RANGE_BYTES:
+                return self._pool.submit(
+                    _examine_range, file, batch.start, batch.end, self.max_line_bytes
+                )
             try:
                 joined = b"\n".join(lines)  # type: ignore[arg-type]
             except TypeError:  # an oversized line (reported here) goes as a blank one
@@ -195,16 +254,17 @@ class Validator:
         """The lines (numbered from 1, blank ones too) in batches."""
         buffer = LineBuffer(self.max_line_bytes)
         lines: list[bytes | OversizedLine] = []
-        read = 0
+        read = start = 0  # bytes: read, and where the batch's first line starts
         for chunk in _with_final_newline(chunks, buffer):
             lines += buffer.feed(chunk)
             read += len(chunk)
-            if lines and (len(lines) >= BATCH_LINES or read >= CHUNK_BYTES):
-                yield LineBatch(report.lines + 1, lines)
+            if lines and (len(lines) >= BATCH_LINES or read - start >= CHUNK_BYTES):
+                end = read - buffer.pending
+                yield LineBatch(report.lines + 1, lines, start, end)
                 report.lines += len(lines)
-                lines, read = [], 0
+                lines, start = [], end
         if lines:
-            yield LineBatch(report.lines + 1, lines)
+            yield LineBatch(report.lines + 1, lines, start, read - buffer.pending)
             report.lines += len(lines)
 
     def _apply(
@@ -212,8 +272,11 @@ class Validator:
     ) -> None:
         """The stream rules, in order: a whole run at a time where it is
         ordinary, else line by line (``StreamChecker.check``)."""
-        found, parts, singles = examined.result()
         lines = batch.lines
+        result = examined.result()
+        if result is None or (result[1][-1][1] if result[1] else 0) != len(lines):
+            result = examine(lines)  # the file is not what was read: check what was
+        found, parts, singles = result
         bad = dict(found)
         for start, end, run in parts:
             if run is not None and checker.apply_run(run, lines[start:end]):  # type: ignore[arg-type]
@@ -362,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
                     reports.append(validator.check("<stdin>", _chunks(sys.stdin.buffer)))
                 else:
                     with open(path, "rb") as stream:
-                        reports.append(validator.check(path, _chunks(stream)))
+                        reports.append(validator.check(path, _chunks(stream), stream))
             except OSError as exc:
                 print(f"extjob validate: cannot read {path}: {exc.strerror}", file=sys.stderr)
                 unreadable = True

@@ -32,9 +32,16 @@ def line(type_: str, ts: int = 1, **fields: object) -> bytes:
     return json.dumps({"type": type_, "jobId": "j", "timestamp": ts, **fields}).encode() + b"\n"
 
 
-def findings(path: Path, jobs: int = 1) -> list[tuple[int | None, str]]:
+def findings(
+    path: Path, jobs: int = 1, from_file: bool = False, replaced_by: Path | None = None
+) -> list[tuple[int | None, str]]:
+    """``from_file``: worker processes read their batches from the file;
+    ``replaced_by``: a file renamed over it once it is open."""
     with Validator(jobs=jobs) as validator, path.open("rb") as stream:
-        report = validator.check(str(path), iter(lambda: stream.read(1 << 16), b""))
+        if replaced_by:
+            replaced_by.replace(path)
+        chunks = iter(lambda: stream.read(1 << 16), b"")
+        report = validator.check(str(path), chunks, stream if from_file else None)
     return [(f.line, f.problem.requirement) for f in report.findings]
 
 
@@ -139,9 +146,7 @@ def test_a_last_line_without_newline_is_checked(tmp_path: Path) -> None:
     assert findings(path) == [(2, "MSG-6")]
 
 
-@pytest.mark.parametrize("jobs", [2, 3])
-def test_worker_processes_find_exactly_what_one_process_finds(tmp_path: Path, jobs: int) -> None:
-    path = tmp_path / "long.ndjson"
+def long_stream(path: Path) -> None:
     with path.open("wb") as out:
         out.write(line("started", seq=1))
         for i in range(2, 20_000):
@@ -152,9 +157,28 @@ def test_worker_processes_find_exactly_what_one_process_finds(tmp_path: Path, jo
             else:
                 out.write(line("log", i, seq=i, level="info", message=f"line {i}"))
         out.write(line("completed", 30_000, seq=20_000))
+        out.write(b"\r\n" + b"x" * 70_000 + b"\n\n" + line("heartbeat", 30_001).rstrip())
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+@pytest.mark.parametrize("from_file", [False, True], ids=["through-pipes", "from-the-file"])
+def test_worker_processes_find_exactly_what_one_process_finds(
+    tmp_path: Path, jobs: int, from_file: bool
+) -> None:
+    path = tmp_path / "long.ndjson"
+    long_stream(path)
     single = findings(path)
-    assert len(single) == 30
-    assert findings(path, jobs=jobs) == single
+    assert len(single) == 32
+    assert findings(path, jobs=jobs, from_file=from_file) == single
+
+
+def test_a_file_renamed_over_the_one_read_is_not_what_the_workers_check(tmp_path: Path) -> None:
+    path, other = tmp_path / "long.ndjson", tmp_path / "other.ndjson"
+    long_stream(path)
+    single = findings(path)
+    # The same lines but for a level: an error on each log line, if checked.
+    other.write_bytes(path.read_bytes().replace(b'"info"', b'"loud"'))
+    assert findings(path, jobs=2, from_file=True, replaced_by=other) == single
 
 
 def capture_original_python_worker(tmp_path: Path) -> Path:
