@@ -95,11 +95,14 @@ def examine(lines: Sequence[bytes | OversizedLine]) -> Examined:
     for offset in range(0, len(lines), SLICE_LINES):
         piece = lines[offset : offset + SLICE_LINES]
         decoded = decode_bodies(piece)  # type: ignore[arg-type]  # an OversizedLine fails it
-        bodies: list[Any] | None = decoded.objs if decoded else None
-        if bodies is None:
+        if decoded is None:
             problems, bodies = decode_each(piece)
             found += [(offset + index, problem) for index, problem in problems]
-        for start, end, run in runs(bodies):
+            parted = runs(bodies)
+        else:
+            bodies = decoded.objs
+            parted = runs(bodies, decoded.types)
+        for start, end, run in parted:
             parts.append((offset + start, offset + end, run))
             if run is None:
                 singles.update(

@@ -133,7 +133,7 @@ def test_stream_4_5_6_a_run_taken_whole_is_the_same_as_its_lines_one_by_one(
 def test_stream_4_5_6_runs_cut_a_batch_without_changing_a_verdict(
     stream: list[dict[str, Any]],
 ) -> None:
-    parts = runs(stream)
+    parts = runs(stream, [body["type"] for body in stream])  # the types as decode_bodies has them
     ends = [0] + [end for _, end, _ in parts]
     assert [(s, e) for s, e, _ in parts] == list(pairwise(ends))
     assert ends[-1] == len(stream)  # every line, in order, once

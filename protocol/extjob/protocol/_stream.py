@@ -86,18 +86,20 @@ def _ends_where(times: list[int], seqs: list[int | None], carried: bool) -> tupl
     return times[first], times[last]
 
 
-def ordinary_run(bodies: Sequence[Any]) -> OrdinaryRun | None:
+def ordinary_run(bodies: Sequence[Any], types: list[Any] | None = None) -> OrdinaryRun | None:
     """The :class:`OrdinaryRun` of schema-valid message bodies (None for a blank or
     bad line) if they are ordinary among themselves: one jobId, types that
     leave a running attempt running, seq on all sequenced types and nothing
     else, or on none, seqs strictly increasing, timestamps in order. Else
     None: then they are checked one by one. No state, so that a worker
     process can compute it; native loops over the bodies, no Python code
-    per message (``extjob validate`` runs it on every line)."""
-    try:
-        types = list(map(_type_field, bodies))
-    except TypeError:  # a None: a blank or bad line
-        return None
+    per message (``extjob validate`` runs it on every line). ``types``: the
+    bodies' types, if known already (``decode_bodies``)."""
+    if types is None:
+        try:
+            types = list(map(_type_field, bodies))
+        except TypeError:  # a None: a blank or bad line
+            return None
     if not types or not _STAY_RUNNING.issuperset(types):
         return None
     job_ids = list(map(_job_id_field, bodies))
@@ -129,7 +131,9 @@ def ordinary_run(bodies: Sequence[Any]) -> OrdinaryRun | None:
     )
 
 
-def runs(bodies: Sequence[Any]) -> list[tuple[int, int, OrdinaryRun | None]]:
+def runs(
+    bodies: Sequence[Any], types: list[Any] | None = None
+) -> list[tuple[int, int, OrdinaryRun | None]]:
     """A batch's bodies cut into (start, end, run): ordinary runs, and
     stretches of at most :data:`RUN_MIN` lines (run None) to check one by
     one. Found by bisection, so that a few unusual lines (started, hello,
@@ -138,7 +142,7 @@ def runs(bodies: Sequence[Any]) -> list[tuple[int, int, OrdinaryRun | None]]:
     pending = [(0, len(bodies))] if bodies else []
     while pending:
         start, end = pending.pop()
-        run = ordinary_run(bodies[start:end])
+        run = ordinary_run(bodies[start:end], types[start:end] if types else None)
         if run is None and end - start > RUN_MIN:
             middle = (start + end) // 2
             pending += [(middle, end), (start, middle)]  # the first half is taken next
