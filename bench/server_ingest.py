@@ -38,11 +38,14 @@ schema check: one jsonschema-rs call per type and read    0.29
 lifecycle for the read (``Attempt.receive_all``)          0.13
 the rest of the core (intake, ack)                        0.06
 cyclic GC at Python's default thresholds                  0.31
-  (0.01 with ``extjob serve``'s: frozen heap, gen0 50k)
+  (in the core's own pass; the whole server under
+  ``extjob serve``'s policy, frozen heap and gen0 at
+  50k, is 0.05-0.13 faster: 1.47 against 1.52-1.60)
 beyond the core: socket reads, event loop, deliver        0.12
   (one batch and one progress event per read), store
   commit (a thread), acks
 the in-process server, whole process                      1.54   640k msg/s
+  (520k-640k msg/s, 1.5-1.8 us, from run to run)
 the bare asyncio reader (split + orjson, the limit)       0.52   1.85M msg/s
 =====================================================  =======
 
@@ -56,6 +59,9 @@ the best reached is ~640k msg/s in-process, ~690k deployed (35% of the bare
 reader). Everything per message that is Python bookkeeping is done per read
 (``decode_all``, ``Attempt.receive_all``, a run of progress collected as its
 latest); a read with anything unusual is taken line by line, as before.
+What is left to win without giving up a check: the ``Message`` tuple per
+line (~0.2 us, and half of what the collector scans), if the core handed the
+server a read's bodies by type instead; the natives themselves set the floor.
 
 Run: ``python bench/server_ingest.py [--smoke]`` or ``python bench/run.py server_ingest``.
 """
