@@ -282,21 +282,39 @@ class Validator:
         found, parts, singles = result
         bad = dict(found)
         for start, end, run in parts:
-            if run is not None and checker.apply_run(run, lines[start:end]):  # type: ignore[arg-type]
-                continue
-            for index in range(start, end):
-                line = lines[index]
-                if index in bad:
-                    problems = [bad[index]]
-                elif isinstance(line, OversizedLine):
-                    limit = f"{line.size} bytes, over the limit of {self.max_line_bytes}"
-                    problems = [Problem("LIMIT-1", None, f"line of {limit}")]
-                elif (body := singles[index]) is None:
-                    continue  # FRAME-3: a blank line is ignored
-                else:
-                    problems = checker.check(message_of(body), line)
-                number = batch.first + index
-                report.findings += [StreamFinding(report.source, number, p) for p in problems]
+            if run is None:
+                self._one_by_one(batch, start, end, bad, singles, checker, report)
+            elif not checker.apply_run(run, lines[start:end]):  # type: ignore[arg-type]
+                # Not taken whole (a replay, or a rule broken where it begins):
+                # its lines, valid where they were examined, are decoded again.
+                problems, bodies = decode_each(lines[start:end])
+                again = dict(zip(range(start, end), bodies, strict=True))
+                bad_again = {start + index: problem for index, problem in problems}
+                self._one_by_one(batch, start, end, bad_again, again, checker, report)
+
+    def _one_by_one(
+        self,
+        batch: LineBatch,
+        start: int,
+        end: int,
+        bad: dict[int, Problem],
+        bodies: dict[int, Any],
+        checker: StreamChecker,
+        report: StreamReport,
+    ) -> None:
+        for index in range(start, end):
+            line = batch.lines[index]
+            if index in bad:
+                problems = [bad[index]]
+            elif isinstance(line, OversizedLine):
+                limit = f"{line.size} bytes, over the limit of {self.max_line_bytes}"
+                problems = [Problem("LIMIT-1", None, f"line of {limit}")]
+            elif (body := bodies[index]) is None:
+                continue  # FRAME-3: a blank line is ignored
+            else:
+                problems = checker.check(message_of(body), line)
+            number = batch.first + index
+            report.findings += [StreamFinding(report.source, number, p) for p in problems]
 
 
 @contextlib.contextmanager

@@ -237,3 +237,24 @@ def test_life_2_the_original_python_wrappers_heartbeat_first_is_a_warning_in_eve
     suite = ElementTree.fromstring(junit.stdout)
     assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
     assert "warning: LIFE-1" in (suite.findtext("testsuite/testcase/system-out") or "")
+
+
+@pytest.mark.parametrize(
+    ("jobs", "from_file"), [(1, False), (2, False), (2, True)], ids=["1", "2-pipes", "2-file"]
+)
+def test_stream_4_replays_after_a_reconnect_are_compared_line_by_line(
+    tmp_path: Path, jobs: int, from_file: bool
+) -> None:
+    # A run of replays is ordinary among itself but not after the lines it
+    # replays: the stream rules take it line by line, comparing each replay.
+    logs = [line("log", i, seq=i, level="info", message=f"m{i}") for i in range(2, 3_000)]
+    hello = line("hello", 3_000, token="t" * 22, protocolVersion=1, features=["replay"], pid=1)
+    replays = logs[1_000:]
+    replays[500] = line("log", 1_502, seq=1_502, level="info", message="other")
+    path = tmp_path / "replayed.ndjson"
+    path.write_bytes(
+        b"".join(
+            [line("started", seq=1), *logs, hello, *replays, line("completed", 3_001, seq=3_000)]
+        )
+    )
+    assert findings(path, jobs=jobs, from_file=from_file) == [(1 + 2_998 + 1 + 501, "STREAM-4")]
