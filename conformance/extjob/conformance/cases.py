@@ -133,6 +133,12 @@ class Case:
         return checks.COMMON + self.checks
 
 
+def _cancellable(timing: Timing) -> dict[str, Any]:
+    """Job code that runs until cancelled, longer than a late cancel could take
+    (the cancel's deadline and what a slow wrapper adds, scaled by the time factor)."""
+    return {"scenario": "cancel", "ms": round(5000 * timing.factor)}
+
+
 def _sleep(timing: Timing) -> dict[str, Any]:
     """Long enough for several heartbeats at the interval the worker uses."""
     return {"scenario": "sleep", "ms": max(3000, 2 * timing.interval_ms)}
@@ -574,7 +580,7 @@ CASES: tuple[Case, ...] = (
         "control/cancel/requested",
         "cancel reaches the job code, which ends the job within the deadline",
         ("CANCEL-3", "CANCEL-2"),
-        {"scenario": "cancel", "ms": 5000},
+        _cancellable,
         requires=(*EXT, "control"),
         drive=send_cancel,
         checks=(expect_failed("cancelled"), cancelled_in_time, job_code_saw_cancel(fail)),
