@@ -15,14 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extjob.protocol import (
+    LineBuffer,
+    OversizedLine,
     Problem,
+    RemoteProtocolError,
     StreamChecker,
+    decode,
     decode_object,
     encode,
     message_of,
     ordinary_run,
     runs,
 )
+from extjob.validate import Validator
 
 EXTRA: dict[str, dict[str, Any]] = {
     "hello": {"token": "t" * 22, "protocolVersion": 1, "features": ["replay"], "pid": 1},
@@ -181,3 +186,65 @@ def test_stream_4_a_run_with_a_seq_seen_before_is_checked_line_by_line() -> None
     assert again is not None  # ordinary among itself
     assert not checker.apply_run(again, [encode(log)])  # but not after seq 2
     assert [p.requirement for p in checker.check(message_of(log), encode(log))] == ["STREAM-4"]
+
+
+def one_line_at_a_time(data: bytes) -> list[tuple[int, str, str]]:
+    """What ``extjob validate`` reports, found the plain way: every line
+    decoded on its own and checked by ``StreamChecker.check``."""
+    buffer, checker, found = LineBuffer(), StreamChecker(), []
+    lines = buffer.feed(data) + (buffer.feed(b"\n") if buffer.pending else [])
+    for number, line in enumerate(lines, 1):
+        if isinstance(line, OversizedLine):
+            found.append((number, "LIMIT-1", ""))
+            continue
+        if not line.strip():
+            continue
+        try:
+            message = decode(line)
+        except RemoteProtocolError as exc:
+            found.append((number, exc.requirement, exc.detail))
+            continue
+        found += [(number, p.requirement, p.message) for p in checker.check(message, line)]
+    found += [(0, p.requirement, p.message) for p in checker.finish()]
+    return found
+
+
+@st.composite
+def replayed(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A stream, then a reconnect that replays its last messages (REPLAY-4)."""
+    stream = draw(streams())
+    back = draw(st.integers(0, len(stream)))
+    return [*stream, body("hello", "j", 100, None), *stream[back:]]
+
+
+@given(
+    st.lists(
+        streams()
+        | replayed()
+        | st.sampled_from([[b"garbage"], [b""], [b"{}"], [b'{"type":"x-a"}'], [b" \r"]]),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(1, 5_000),
+)
+@settings(max_examples=80, deadline=None)
+def test_stream_rules_extjob_validate_finds_what_one_line_at_a_time_finds(
+    pieces: list[list[Any]], chunk: int
+) -> None:
+    lines = [
+        part if isinstance(part, bytes) else encode(part).rstrip(b"\n")
+        for piece in pieces
+        for part in piece
+    ]
+    data = b"\n".join(lines) + b"\n"
+    with Validator(jobs=1) as validator:
+        report = validator.check("s", (data[i : i + chunk] for i in range(0, len(data), chunk)))
+    got = [
+        (
+            f.line or 0,
+            f.problem.requirement,
+            "" if f.problem.requirement == "LIMIT-1" else f.problem.message,
+        )
+        for f in report.findings
+    ]
+    assert sorted(got) == sorted(one_line_at_a_time(data))
