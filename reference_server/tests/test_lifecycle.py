@@ -407,3 +407,34 @@ def test_exit_1_nothing_a_worker_wrote_is_lost_while_the_server_is_out_of_descri
         assert {("stdout", "last words"), ("stderr", "why")} <= logs
 
     run_servers(body)
+
+
+def test_exit_1_a_job_whose_socket_is_above_descriptor_1023_is_decided(run_servers):
+    # select() refuses a descriptor above 1023, which a server with a few
+    # hundred jobs gives its sockets: the check for a connection waiting in
+    # the backlog raised, and the exit of every such job was never decided.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200 if hard == resource.RLIM_INFINITY else min(hard, 1200)
+    if wanted < 1200:
+        pytest.skip(f"the hard limit on open files is {hard}")
+
+    async def body(start):
+        server = await v1_server(start)
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        try:
+            job_id = await server.enqueue("v1", {"steps": 1})
+            await wait_finished(server, job_id)
+
+            async def decided():
+                return job_id not in server.runs
+
+            await wait_for(decided, what="the attempt to be decided and released")
+        finally:
+            for fd in held:
+                os.close(fd)
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    try:
+        run_servers(body)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

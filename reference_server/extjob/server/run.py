@@ -575,8 +575,12 @@ class AttemptRun:
         listener = self.listener
         if listener is None:
             return False
-        ready, _, _ = select.select([sock.fileno() for sock in listener.sockets], [], [], 0)
-        return bool(ready)
+        # poll, not select: select() refuses a descriptor above 1023, which a
+        # server with a few hundred jobs has, and the exit was never decided.
+        poller = select.poll()
+        for sock in listener.sockets:
+            poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     async def collect_spool(self) -> None:
         """SPOOL-3: the core checks the hello and applies the rest like a connection's."""
