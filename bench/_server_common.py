@@ -86,17 +86,19 @@ def run_async(main: Callable[[], Awaitable[list[str]]]) -> list[str]:
 class DeployedServer:
     """A real ``extjob serve`` process (HTTP and SSE on), as a team runs it.
 
-    ``jobs`` maps a job name to its command line. The HTTP token is random;
-    the server's stderr goes to ``work/server.log``.
+    ``jobs`` maps a job name to its command line; at most ``concurrency`` run
+    at once (the server's default: 16). The HTTP token is random; the
+    server's stderr goes to ``work/server.log``.
     """
 
-    def __init__(self, work: Path, jobs: dict[str, list[str]]) -> None:
+    def __init__(self, work: Path, jobs: dict[str, list[str]], concurrency: int = 16) -> None:
         self.token = secrets.token_hex(16)
         config = work / "extjob.toml"
         lines = [
             'database = "db.sqlite"',
             'spool_dir = "spool"',
             f'socket_dir = "{work}/s"',
+            f"concurrency = {concurrency}",
             "[http]",
             "port = 0",
             f'token = "{self.token}"',

@@ -111,7 +111,7 @@ async def crash_restart(root: Path, keep: int) -> str:
     every worker's welcome."""
     work = root / "crash"
     work.mkdir()
-    deployed = DeployedServer(work, {"sleepy": COMMAND})
+    deployed = DeployedServer(work, {"sleepy": COMMAND}, concurrency=keep)
     pids: list[int] = []
     try:
         for _ in range(keep):
