@@ -113,6 +113,16 @@ ROUNDS = 3  # every figure: the best of
 SSE_CLIENTS = 100  # the dashboards of the deployed measure with clients
 
 
+def _against(served: Rate, label: str, figure: Rate, smoke: bool, more: str = "") -> str:
+    """A line for ``figure``: what it lost against the in-process ``served``."""
+    lost = 1 - figure.per_second / served.per_second
+    return (
+        f"      {label}: {figure} ({lost:+.0%} lost; "
+        f"CPU {figure.cpu_us / served.cpu_us - 1:+.0%}{more})"
+        + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: {verdict(lost <= TARGET_LOSS)}")
+    )
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -415,30 +425,17 @@ def run(smoke: bool) -> list[str]:
                 f"= {served.per_second / bare.per_second:.0%} of the bare asyncio reader "
                 f"({bare}, the limit: load generator + split + orjson)"
             )
-            lost = 1 - heard.per_second / served.per_second
-            lines.append(
-                f"      with one event subscriber: {heard} ({lost:+.0%} lost; "
-                f"CPU {heard.cpu_us / served.cpu_us - 1:+.0%})"
-                + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
-                   f"{verdict(lost <= TARGET_LOSS)}")
-            )  # fmt: skip
+            lines.append(_against(served, "with one event subscriber", heard, smoke))
             if workers == 1:
-                deployed = best["deployed"]
-                lost = 1 - deployed.per_second / served.per_second
                 lines.append(
-                    f"      deployed (extjob serve, HTTP/SSE on, no client): {deployed} "
-                    f"({lost:+.0%} lost; CPU {deployed.cpu_us / served.cpu_us - 1:+.0%})"
-                    + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
-                       f"{verdict(lost <= TARGET_LOSS)}")
+                    _against(served, "deployed (extjob serve, HTTP/SSE on, no client)",
+                             best["deployed"], smoke)
                 )  # fmt: skip
                 watched = best["watched"]
-                lost = 1 - watched.per_second / served.per_second
+                clients = f"; the clients took {watched.clients_cpu_us:.2f} us CPU/msg of 2 cores"
                 lines.append(
-                    f"      deployed, {SSE_CLIENTS} SSE clients on /api/events: {watched} "
-                    f"({lost:+.0%} lost; CPU {watched.cpu_us / served.cpu_us - 1:+.0%}; "
-                    f"the clients took {watched.clients_cpu_us:.2f} us CPU/msg of the 2 cores)"
-                    + ("" if smoke else f", target <= {TARGET_LOSS:.0%} lost: "
-                       f"{verdict(lost <= TARGET_LOSS)}")
+                    _against(served, f"deployed, {SSE_CLIENTS} SSE clients on /api/events",
+                             watched, smoke, clients)
                 )  # fmt: skip
                 lines += CoreParts(count).lines(served)
                 if not smoke:
