@@ -99,7 +99,10 @@ def test_spawn_error_fails_the_job_with_that_error(run_servers):
 def test_stale_1_and_stale_2_then_kill_1_sigkill_after_grace(run_servers):
     """A silent worker that ignores SIGTERM: stale at the timeout, SIGTERM at twice it,
     SIGKILL after the grace."""
-    timeout_ms, grace_ms = 400, 300
+    # The silence counts from the spawn (START-1): with 400 ms, a loaded CI
+    # machine started the worker's Python after the first stale, its started
+    # ended that silence, and a second one was counted (stale_count 2).
+    timeout_ms, grace_ms = 1000, 300
 
     async def body(start):
         server = await v1_server(start, heartbeat_timeout_ms=timeout_ms, kill_grace_ms=grace_ms)
